@@ -1,0 +1,125 @@
+//! Active health probes: one loop per node, up or down, every `health.interval` (±10 % jitter).
+//!
+//! A probe connects within `health.timeout`; with `send` it writes those bytes, with `expect`
+//! it passes only if the reply starts with those bytes. The result feeds the same
+//! [`Node::observe`] as real connects do. Probes run as their own tasks and never hold
+//! anything the data path waits on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{HealthConfig, NodeAddr};
+use crate::connect::{self, AttemptError};
+use crate::node::Node;
+use crate::server::Shared;
+
+/// Why a probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The connect failed.
+    #[error("{0}")]
+    Connect(#[from] AttemptError),
+    /// Sending or reading failed after the connect.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The whole probe took longer than the timeout.
+    #[error("no reply within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    /// The node closed before sending the expected bytes.
+    #[error("node closed after {got} of {want} expected bytes")]
+    Closed {
+        /// Bytes received.
+        got: usize,
+        /// Bytes expected.
+        want: usize,
+    },
+    /// The reply did not start with the expected bytes.
+    #[error("reply {got:?} does not start with {want:?}")]
+    Mismatch {
+        /// What came back (lossy UTF-8).
+        got: String,
+        /// What was expected (lossy UTF-8).
+        want: String,
+    },
+}
+
+impl ProbeError {
+    fn is_node_fault(&self) -> bool {
+        match self {
+            ProbeError::Connect(e) => e.is_node_fault(),
+            _ => true,
+        }
+    }
+}
+
+/// Probes `address` once with the given settings.
+pub async fn probe(address: &NodeAddr, health: &HealthConfig) -> Result<(), ProbeError> {
+    let exchange = async {
+        let mut stream = connect::open(address, health.timeout).await?;
+        if let Some(send) = &health.send {
+            stream.write_all(send).await?;
+        }
+        if let Some(want) = &health.expect {
+            let mut got = vec![0; want.len()];
+            let mut filled = 0;
+            while filled < got.len() {
+                let n = stream.read(&mut got[filled..]).await?;
+                if n == 0 {
+                    return Err(ProbeError::Closed {
+                        got: filled,
+                        want: want.len(),
+                    });
+                }
+                filled += n;
+                if got[..filled] != want[..filled] {
+                    return Err(ProbeError::Mismatch {
+                        got: String::from_utf8_lossy(&got[..filled]).into_owned(),
+                        want: String::from_utf8_lossy(want).into_owned(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(health.timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(ProbeError::Timeout(health.timeout)),
+    }
+}
+
+/// `interval` scaled by a random factor in [0.9, 1.1], so probes of many nodes spread out.
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(0.9 + 0.2 * fastrand::f64())
+}
+
+/// Runs the probe loop of `node` until `stop` is cancelled. The first probe runs within the
+/// first tenth of an interval, so a new node's state is known quickly.
+pub async fn run(node: Arc<Node>, shared: Arc<Shared>, stop: CancellationToken) {
+    let first = shared
+        .config()
+        .health
+        .interval
+        .mul_f64(0.1 * fastrand::f64());
+    let mut next = Instant::now() + first;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            () = stop.cancelled() => return,
+        }
+        let config = shared.config();
+        let result = tokio::select! {
+            result = probe(&node.address, &config.health) => result,
+            () = stop.cancelled() => return,
+        };
+        match result {
+            Ok(()) => node.observe(true, &"probe passed"),
+            Err(e) if e.is_node_fault() => node.observe(false, &format_args!("probe: {e}")),
+            Err(e) => tracing::debug!(node = %node.address, error = %e, "probe not run"),
+        }
+        next = (next + jittered(config.health.interval)).max(Instant::now());
+    }
+}

@@ -1,0 +1,59 @@
+//! tierlb: a TCP (layer-4) load balancer.
+//!
+//! Clients connect to one listener; each connection is spliced to the backend node with the
+//! fewest active connections (weighted) among the healthy ones. Broken nodes are found two
+//! ways at once: passively, from real connect failures, and actively, by probes. A failed
+//! connect is retried on the next-best other node, so a dying node costs clients nothing.
+//!
+//! # Parts
+//!
+//! - [`config`]: TOML and flags into a validated [`config::Config`]; errors name key and line.
+//! - [`node`]: [`node::Node`] and its health state machine, the one shared truth.
+//! - [`balancer`]: the pure pick, weighted least connections with round-robin ties.
+//! - [`connect`]: one connect attempt, its failure classified, retries on other nodes.
+//! - [`splice`]: bytes both ways with half-close, reset propagation and idle timeout.
+//! - [`server`]: the accept loop, connection limit, per-connection tasks, drain.
+//! - [`health`]: the active probe loop of each node.
+//! - [`shutdown`]: the signals that stop tierlb.
+//! - [`net`]: socket options.
+//!
+//! # How a connection flows
+//!
+//! 1. [`server`] takes a slot (if `max_connections` is set), accepts, sets TCP_NODELAY and
+//!    spawns one task per client.
+//! 2. The task asks [`balancer::pick`] for the best node of a lock-free snapshot.
+//! 3. [`connect`] tries it with the connect timeout; a failure is counted on that node and the
+//!    next-best untried node is tried, at most `retries` more times.
+//! 4. The node's slot (its active count) is held by a guard for as long as the connection
+//!    lives, and given back on every exit path.
+//! 5. [`splice`] copies until both sides are done, the idle timeout, or an error.
+//!
+//! # Errors
+//!
+//! Library modules return `thiserror` enums, so callers can tell a node's fault from a local
+//! one (which drives retries and health); only `main` turns them into `anyhow` chains for the
+//! operator.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod balancer;
+pub mod cli;
+pub mod config;
+pub mod connect;
+pub mod health;
+pub mod net;
+pub mod node;
+pub mod server;
+pub mod shutdown;
+pub mod splice;
+
+pub use config::Config;
+
+/// Serves `config` until `shutdown` is cancelled, then drains. See [`server::run`].
+pub async fn run(
+    config: Config,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    server::run(config, shutdown).await
+}

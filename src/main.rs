@@ -1,0 +1,68 @@
+//! The `tierlb` binary: parse the command line, load the config, start logging, serve.
+//!
+//! Exit codes: 0 after a clean shutdown (or a passing `--check`), 1 when serving fails
+//! (e.g. the listen address is taken), 2 for a bad command line or configuration.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use tierlb::cli::{Args, LogFormat};
+use tierlb::Config;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match args.load_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("tierlb: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        print!("configuration ok\n{}", config.summary());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(args.log_format);
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tierlb::shutdown::cancel_on_signal(shutdown.clone())
+            .context("cannot install signal handlers")?;
+        tierlb::run(config, shutdown).await?;
+        anyhow::Ok(())
+    })?;
+    // Connections still open after the drain deadline are closed here.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! Socket options, in one place: listener backlog and address reuse, TCP_NODELAY, resets.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// Accept queue length asked of the kernel (capped by `net.core.somaxconn`). While tierlb is
+/// at its connection limit or out of descriptors, clients wait here rather than being refused.
+const BACKLOG: i32 = 4096;
+
+/// Binds a listening socket with SO_REUSEADDR, so a restart does not wait out TIME_WAIT.
+pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// A socket for connecting to a node, with TCP_NODELAY set before the connect so the
+/// connected stream needs no further system call.
+pub fn node_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_nodelay(true)?;
+    Ok(socket)
+}
+
+/// Sets TCP_NODELAY on an accepted client: tierlb forwards what it reads at once, so Nagle's
+/// delay would only add latency.
+pub fn prepare_client(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)
+}
+
+/// Makes the next close of `stream` send a reset instead of a FIN (SO_LINGER with zero time),
+/// used to pass a reset from one side of a spliced connection on to the other.
+pub fn reset_on_close(stream: &TcpStream) {
+    if let Err(e) = SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
+        tracing::debug!(error = %e, "cannot set SO_LINGER to pass a reset on");
+    }
+}
+
+/// Whether an error means this process (not a peer) is out of a resource: descriptors,
+/// buffers or memory. Such an error is never blamed on a node, and the accept loop backs
+/// off on it instead of spinning.
+pub fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}

@@ -1,0 +1,341 @@
+//! Nodes and their health: the one shared truth read by picking, probing and (later) metrics.
+//!
+//! A [`Node`] holds its address, weight, active connection count and [`Health`]. Health is a
+//! small state machine ([`Health::observe`]) fed by every result about the node: real connect
+//! attempts (passive) and probes (active) alike, so `fall` counts both together. The state is
+//! packed into one `AtomicU64` and updated with compare-and-swap, so the hot path never takes a
+//! lock and concurrent results can never lose an update or log a transition twice.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::config::{NodeAddr, NodeConfig};
+
+/// Health of one node, as a value: whether it is up, and the current run of results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    /// Whether the node takes new connections in the normal pick.
+    pub up: bool,
+    /// A new node is on probation until its first passing result: one failure marks it down.
+    pub probation: bool,
+    /// Consecutive passing results while down.
+    pub successes: u16,
+    /// Consecutive failures while up.
+    pub failures: u16,
+}
+
+/// A change of a node's state caused by one result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The node was up and is now down.
+    Down,
+    /// The node was down and is now up.
+    Up,
+}
+
+impl Health {
+    /// The state of a node that has just been added: up, on probation.
+    pub const NEW: Health = Health {
+        up: true,
+        probation: true,
+        successes: 0,
+        failures: 0,
+    };
+
+    /// The state after one more result (`passed`), given the `rise` and `fall` thresholds.
+    pub fn observe(self, passed: bool, rise: u32, fall: u32) -> (Health, Option<Transition>) {
+        let bump = |n: u16| n.saturating_add(1);
+        match (self.up, passed) {
+            (true, true) => (
+                Health {
+                    up: true,
+                    probation: false,
+                    successes: 0,
+                    failures: 0,
+                },
+                None,
+            ),
+            (true, false) => {
+                let failures = bump(self.failures);
+                if self.probation || u32::from(failures) >= fall {
+                    (Health::down(), Some(Transition::Down))
+                } else {
+                    (Health { failures, ..self }, None)
+                }
+            }
+            (false, true) => {
+                let successes = bump(self.successes);
+                if u32::from(successes) >= rise {
+                    (Health::up(), Some(Transition::Up))
+                } else {
+                    (Health { successes, ..self }, None)
+                }
+            }
+            (false, false) => (Health::down(), None),
+        }
+    }
+
+    fn up() -> Health {
+        Health {
+            up: true,
+            probation: false,
+            successes: 0,
+            failures: 0,
+        }
+    }
+
+    fn down() -> Health {
+        Health {
+            up: false,
+            probation: false,
+            successes: 0,
+            failures: 0,
+        }
+    }
+
+    fn pack(self) -> u64 {
+        u64::from(self.up)
+            | u64::from(self.probation) << 1
+            | u64::from(self.successes) << 16
+            | u64::from(self.failures) << 32
+    }
+
+    fn unpack(bits: u64) -> Health {
+        Health {
+            up: bits & 1 != 0,
+            probation: bits & 2 != 0,
+            successes: (bits >> 16) as u16,
+            failures: (bits >> 32) as u16,
+        }
+    }
+}
+
+/// One backend node and its live state.
+#[derive(Debug)]
+pub struct Node {
+    /// Where the node listens.
+    pub address: NodeAddr,
+    /// Relative share of connections.
+    pub weight: u32,
+    /// Most connections at once, `u32::MAX` when unlimited.
+    max_connections: u32,
+    /// Connections open to the node, connect attempts in progress included.
+    active: AtomicU32,
+    /// Packed [`Health`].
+    health: AtomicU64,
+    /// Thresholds for [`Health::observe`].
+    rise: u32,
+    fall: u32,
+}
+
+impl Node {
+    /// A new node, up on probation, with the given health thresholds.
+    pub fn new(config: &NodeConfig, rise: u32, fall: u32) -> Node {
+        Node {
+            address: config.address.clone(),
+            weight: config.weight,
+            max_connections: config.max_connections.unwrap_or(u32::MAX),
+            active: AtomicU32::new(0),
+            health: AtomicU64::new(Health::NEW.pack()),
+            rise,
+            fall,
+        }
+    }
+
+    /// Connections open now (attempts in progress included).
+    pub fn active(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Whether the node is at its `max_connections`.
+    pub fn is_full(&self) -> bool {
+        self.active() >= self.max_connections
+    }
+
+    /// The current health.
+    pub fn health(&self) -> Health {
+        Health::unpack(self.health.load(Ordering::Acquire))
+    }
+
+    /// Whether the node is up.
+    pub fn is_up(&self) -> bool {
+        self.health().up
+    }
+
+    /// Takes one connection slot, unless the node is at its `max_connections`. The slot is
+    /// given back when the returned guard drops, on every exit path.
+    pub fn try_acquire(self: &Arc<Node>) -> Option<ActiveGuard> {
+        let max = self.max_connections;
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(ActiveGuard {
+            node: Arc::clone(self),
+        })
+    }
+
+    /// Records one result about the node (a connect attempt or a probe) and logs the state
+    /// change it causes, once, with `reason`.
+    pub fn observe(&self, passed: bool, reason: &dyn fmt::Display) {
+        let mut current = self.health.load(Ordering::Acquire);
+        loop {
+            let (next, transition) = Health::unpack(current).observe(passed, self.rise, self.fall);
+            let next = next.pack();
+            if next == current {
+                return;
+            }
+            match self.health.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    match transition {
+                        Some(Transition::Down) => {
+                            tracing::warn!(node = %self.address, %reason, "node down");
+                        }
+                        Some(Transition::Up) => {
+                            tracing::info!(node = %self.address, %reason, "node up");
+                        }
+                        None => {}
+                    }
+                    return;
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+/// One connection slot on a node; dropping it gives the slot back.
+#[derive(Debug)]
+pub struct ActiveGuard {
+    node: Arc<Node>,
+}
+
+impl ActiveGuard {
+    /// The node this slot belongs to.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.node.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The nodes in service, in configured order. Shared behind an `ArcSwap`, so readers never lock.
+#[derive(Debug, Default)]
+pub struct NodeSet {
+    /// The nodes.
+    pub nodes: Vec<Arc<Node>>,
+}
+
+impl NodeSet {
+    /// Builds the set for a list of node configs.
+    pub fn new(nodes: &[NodeConfig], rise: u32, fall: u32) -> NodeSet {
+        NodeSet {
+            nodes: nodes
+                .iter()
+                .map(|n| Arc::new(Node::new(n, rise, fall)))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(start: Health, results: &[bool], rise: u32, fall: u32) -> (Health, Vec<Transition>) {
+        let mut h = start;
+        let mut seen = Vec::new();
+        for &r in results {
+            let (next, t) = h.observe(r, rise, fall);
+            h = next;
+            seen.extend(t);
+        }
+        (h, seen)
+    }
+
+    #[test]
+    fn new_node_goes_down_on_first_failure() {
+        let (h, t) = run(Health::NEW, &[false], 2, 3);
+        assert!(!h.up);
+        assert_eq!(t, [Transition::Down]);
+    }
+
+    #[test]
+    fn first_pass_ends_probation() {
+        let (h, t) = run(Health::NEW, &[true, false, false], 2, 3);
+        assert!(h.up && !h.probation);
+        assert!(t.is_empty());
+        let (h, t) = run(h, &[false], 2, 3);
+        assert!(!h.up);
+        assert_eq!(t, [Transition::Down]);
+    }
+
+    #[test]
+    fn fall_needs_consecutive_failures() {
+        let up = Health::up();
+        let (h, t) = run(up, &[false, false, true, false, false], 2, 3);
+        assert!(h.up, "a success in between resets the count");
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn rise_needs_consecutive_passes() {
+        let (h, t) = run(Health::down(), &[true, false, true], 2, 3);
+        assert!(!h.up);
+        assert!(t.is_empty());
+        let (h, t) = run(h, &[true], 2, 3);
+        assert!(h.up);
+        assert_eq!(t, [Transition::Up]);
+    }
+
+    #[test]
+    fn rise_and_fall_of_one_flip_at_once() {
+        let (h, t) = run(Health::up(), &[false, true], 1, 1);
+        assert!(h.up);
+        assert_eq!(t, [Transition::Down, Transition::Up]);
+    }
+
+    #[test]
+    fn pack_round_trips() {
+        for h in [
+            Health::NEW,
+            Health::up(),
+            Health::down(),
+            Health {
+                up: false,
+                probation: false,
+                successes: 65535,
+                failures: 7,
+            },
+        ] {
+            assert_eq!(Health::unpack(h.pack()), h);
+        }
+    }
+
+    #[test]
+    fn guard_gives_the_slot_back_and_limit_holds() {
+        let config = NodeConfig {
+            address: "a:1".parse().expect("addr"),
+            weight: 1,
+            max_connections: Some(1),
+        };
+        let node = Arc::new(Node::new(&config, 2, 3));
+        let guard = node.try_acquire().expect("first slot");
+        assert!(node.try_acquire().is_none(), "limit of one");
+        assert!(node.is_full());
+        drop(guard);
+        assert_eq!(node.active(), 0);
+        assert!(node.try_acquire().is_some());
+    }
+}

@@ -1,0 +1,225 @@
+//! The listener: accept loop, connection limit, one task per client, and the drain at the end.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::connect::{self, Connected};
+use crate::node::NodeSet;
+use crate::splice::{self, End};
+use crate::{health, net};
+
+/// Longest pause of the accept loop while out of descriptors or memory.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// First pause of the accept loop while out of descriptors or memory.
+const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// State shared by the accept loop, connection tasks and probes. Readers take a snapshot with
+/// one atomic load and never lock.
+#[derive(Debug)]
+pub struct Shared {
+    config: ArcSwap<Config>,
+    nodes: ArcSwap<NodeSet>,
+    /// Grows by one per pick, so nodes with equal load take turns.
+    next_pick: AtomicUsize,
+}
+
+impl Shared {
+    /// Shared state for `config`, every node new (up, on probation).
+    pub fn new(config: Config) -> Arc<Shared> {
+        let nodes = NodeSet::new(&config.nodes, config.health.rise, config.health.fall);
+        Arc::new(Shared {
+            config: ArcSwap::from_pointee(config),
+            nodes: ArcSwap::from_pointee(nodes),
+            next_pick: AtomicUsize::new(0),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The nodes in service.
+    pub fn nodes(&self) -> Arc<NodeSet> {
+        self.nodes.load_full()
+    }
+}
+
+/// Binds `config.listen`, then serves until `shutdown` is cancelled, then drains open
+/// connections for up to `timeouts.drain`. Logs the bound address once bound.
+pub async fn run(config: Config, shutdown: CancellationToken) -> io::Result<()> {
+    let listen = config.listen;
+    let listener = net::bind_listener(listen)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        addr = %local,
+        nodes = config.nodes.len(),
+        retries = config.retries,
+        connect_timeout = %humantime::format_duration(config.timeouts.connect),
+        "listening"
+    );
+    let drain = config.timeouts.drain;
+    let limit = config
+        .max_connections
+        .map(|max| Arc::new(Semaphore::new(max as usize)));
+    let shared = Shared::new(config);
+
+    let probes = TaskTracker::new();
+    let stop_probes = CancellationToken::new();
+    for node in &shared.nodes().nodes {
+        probes.spawn(health::run(
+            Arc::clone(node),
+            Arc::clone(&shared),
+            stop_probes.clone(),
+        ));
+    }
+
+    let connections = TaskTracker::new();
+    accept_loop(&listener, &shared, limit, &connections, &shutdown).await;
+    // Closing the listener makes new clients see "connection refused" right away.
+    drop(listener);
+    stop_probes.cancel();
+    connections.close();
+    probes.close();
+
+    let open = connections.len();
+    tracing::info!(open, drain = %humantime::format_duration(drain), "stopped accepting; draining");
+    if tokio::time::timeout(drain, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            cut = connections.len(),
+            "drain deadline reached; closing the remaining connections"
+        );
+    } else {
+        tracing::info!("drained");
+    }
+    probes.wait().await;
+    Ok(())
+}
+
+/// Accepts clients until `shutdown`, one task each. Never gives up: out of descriptors or
+/// memory, it backs off (doubling up to a second) and tries again; the kernel's backlog holds
+/// waiting clients meanwhile.
+async fn accept_loop(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    limit: Option<Arc<Semaphore>>,
+    connections: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    let mut backoff = MIN_ACCEPT_BACKOFF;
+    let mut exhausted = false;
+    loop {
+        // The slot is taken before accept(): at the limit, clients wait in the backlog.
+        let permit = match &limit {
+            Some(limit) => tokio::select! {
+                permit = Arc::clone(limit).acquire_owned() => permit.ok(),
+                () = shutdown.cancelled() => return,
+            },
+            None => None,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((client, peer)) => {
+                if exhausted {
+                    tracing::info!("accepting again");
+                    exhausted = false;
+                    backoff = MIN_ACCEPT_BACKOFF;
+                }
+                if let Err(e) = net::prepare_client(&client) {
+                    tracing::debug!(client = %peer, error = %e, "cannot set TCP_NODELAY");
+                }
+                let span = tracing::debug_span!("conn", client = %peer);
+                connections
+                    .spawn(handle(client, peer, Arc::clone(shared), permit).instrument(span));
+            }
+            Err(e) if net::is_resource_exhaustion(&e) => {
+                if !exhausted {
+                    tracing::warn!(error = %e, "cannot accept: out of resources; backing off until some are freed");
+                    exhausted = true;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+            }
+            // The client went away between SYN and accept: nothing to do.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                tracing::debug!(error = %e, "accept: client gone");
+            }
+            // Anything else is unexpected: log it and pause briefly so it cannot spin.
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::select! {
+                    () = tokio::time::sleep(MIN_ACCEPT_BACKOFF) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+/// One client: connect to a node (with retries), splice, log the end. The permit (if any)
+/// and the node slot are released when this returns, on every path.
+async fn handle(
+    client: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    _permit: Option<OwnedSemaphorePermit>,
+) {
+    let config = shared.config();
+    let nodes = shared.nodes();
+    let start = shared.next_pick.fetch_add(1, Ordering::Relaxed);
+    let connected =
+        connect::connect(&nodes.nodes, start, config.retries, config.timeouts.connect).await;
+    let Connected { stream, slot } = match connected {
+        Ok(connected) => connected,
+        Err(error) => {
+            tracing::warn!(client = %peer, %error, "closing client: no node could take it");
+            return;
+        }
+    };
+    let idle = config.timeouts.idle;
+    drop(config);
+    drop(nodes);
+    let outcome = splice::splice(client, stream, idle).await;
+    let node = Arc::clone(slot.node());
+    drop(slot);
+    let end: &dyn std::fmt::Display = match &outcome.end {
+        End::Done => &"done",
+        End::Idle => &"idle timeout",
+        End::Error(e) => e,
+    };
+    tracing::debug!(
+        node = %node.address,
+        client_to_node = outcome.client_to_node,
+        node_to_client = outcome.node_to_client,
+        %end,
+        "connection closed"
+    );
+}
