@@ -1,0 +1,420 @@
+//! Helpers shared by the end-to-end tests: the real `tierlb` binary with its log captured,
+//! backends (greeting echo, hashing, answer-after-EOF, blackhole), clients and data.
+//!
+//! Each test file uses a subset, so unused helpers are allowed here.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// The path of the binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tierlb")
+}
+
+/// A running `tierlb` process whose log lines (stderr) are collected as they come.
+pub struct Tierlb {
+    child: Child,
+    /// The address it bound (read from its "listening" log line).
+    pub addr: SocketAddr,
+    log: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Tierlb {
+    /// Starts `tierlb ARGS` with `RUST_LOG=tierlb=debug` and waits until it listens.
+    pub fn start(args: &[&str]) -> Tierlb {
+        let mut cmd = Command::new(bin());
+        cmd.args(args);
+        Tierlb::spawn(cmd)
+    }
+
+    /// Starts `tierlb -c FILE` for a config text.
+    pub fn with_config(config: &ConfigFile) -> Tierlb {
+        Tierlb::start(&["-c", config.path()])
+    }
+
+    /// Spawns a prepared command (for wrappers such as `prlimit`) and waits until it listens.
+    pub fn spawn(mut cmd: Command) -> Tierlb {
+        cmd.env("RUST_LOG", "tierlb=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn tierlb");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("tierlb| {line}");
+                let (lines, changed) = &*sink;
+                lines.lock().expect("log lock").push(line);
+                changed.notify_all();
+            }
+        });
+        let mut tierlb = Tierlb {
+            child,
+            addr: "0.0.0.0:0".parse().expect("placeholder"),
+            log,
+        };
+        let line = tierlb
+            .wait_log("listening", 1)
+            .unwrap_or_else(|| panic!("tierlb did not log its address: {:?}", tierlb.lines()));
+        let addr = line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("addr="))
+            .expect("addr= in the listening line");
+        tierlb.addr = addr.parse().expect("bound address");
+        tierlb
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every log line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.log.0.lock().expect("log lock").clone()
+    }
+
+    /// How many log lines so far contain every one of `needles`.
+    pub fn count(&self, needles: &[&str]) -> usize {
+        let lines = self.log.0.lock().expect("log lock");
+        lines
+            .iter()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
+    /// Waits (up to [`WAIT`]) until `count` lines contain `needle`; returns the last of them.
+    pub fn wait_log(&self, needle: &str, count: usize) -> Option<String> {
+        self.wait_log_all(&[needle], count, WAIT)
+    }
+
+    /// Waits up to `limit` until `count` lines contain every one of `needles`.
+    pub fn wait_log_all(&self, needles: &[&str], count: usize, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        let (lines, changed) = &*self.log;
+        let mut guard = lines.lock().expect("log lock");
+        loop {
+            let matching: Vec<&String> = guard
+                .iter()
+                .filter(|l| needles.iter().all(|n| l.contains(n)))
+                .collect();
+            if matching.len() >= count {
+                return matching.last().map(|l| (*l).clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            guard = changed
+                .wait_timeout(guard, deadline - now)
+                .expect("log lock")
+                .0;
+        }
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid()).expect("pid"));
+        nix::sys::signal::kill(pid, signal).expect("send signal");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let status = wait_until(limit, || self.child.try_wait().expect("try_wait"));
+        status
+    }
+}
+
+impl Drop for Tierlb {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` every 10 ms until it returns `Some`, for at most `limit`.
+pub fn wait_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A config file in a temporary directory, removed when dropped.
+pub struct ConfigFile {
+    file: tempfile::NamedTempFile,
+}
+
+impl ConfigFile {
+    /// Writes `text` to a new temporary `.toml` file.
+    pub fn new(text: &str) -> ConfigFile {
+        let mut file = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("temp file");
+        std::io::Write::write_all(&mut file, text.as_bytes()).expect("write config");
+        ConfigFile { file }
+    }
+
+    /// The file's path as a string.
+    pub fn path(&self) -> &str {
+        self.file.path().to_str().expect("utf-8 temp path")
+    }
+}
+
+/// A TOML array of node addresses, `["a", "b"]`.
+pub fn toml_nodes(addrs: &[SocketAddr]) -> String {
+    let quoted: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// A backend that greets each connection with `NAME\n`, then echoes until EOF.
+pub struct Backend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its name, sent as the greeting.
+    pub name: String,
+    /// Connections accepted (probes included).
+    pub accepted: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Backend {
+    /// Starts a greeting echo backend on an ephemeral port.
+    pub async fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        Backend::serve(listener, name)
+    }
+
+    /// Starts a greeting echo backend on a given address (to bring a node back).
+    pub async fn start_at(addr: SocketAddr, name: &str) -> Backend {
+        let listener = TcpListener::bind(addr).await.expect("rebind backend");
+        Backend::serve(listener, name)
+    }
+
+    fn serve(listener: TcpListener, name: &str) -> Backend {
+        let addr = listener.local_addr().expect("backend addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        let greeting = format!("{name}\n");
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let greeting = greeting.clone();
+                tokio::spawn(async move {
+                    if stream.write_all(greeting.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let (mut r, mut w) = stream.split();
+                    if tokio::io::copy(&mut r, &mut w).await.is_ok() {
+                        let _ = w.shutdown().await;
+                    }
+                });
+            }
+        });
+        Backend {
+            addr,
+            name: name.to_owned(),
+            accepted,
+            task,
+        }
+    }
+
+    /// Closes the listener (connections already open stay), so new connects are refused.
+    pub async fn stop(self) -> SocketAddr {
+        self.task.abort();
+        let _ = self.task.await;
+        self.addr
+    }
+}
+
+/// Connects to `addr` and reads the backend's greeting line.
+pub async fn connect_named(addr: SocketAddr) -> std::io::Result<(TcpStream, String)> {
+    let attempt = async {
+        let stream = TcpStream::connect(addr).await?;
+        let mut reader = tokio::io::BufReader::new(stream);
+        let mut name = String::new();
+        reader.read_line(&mut name).await?;
+        if name.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed before the greeting",
+            ));
+        }
+        Ok((reader.into_inner(), name.trim_end().to_owned()))
+    };
+    tokio::time::timeout(WAIT, attempt)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no greeting"))?
+}
+
+/// An address where nothing listens: bound once, then released. Connects are refused.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// A listener that never accepts and whose accept queue is full, so further SYNs are dropped
+/// and connects hang until they time out. Needs no privileges.
+pub struct Blackhole {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _queued: Vec<socket2::Socket>,
+}
+
+impl Blackhole {
+    /// Makes a blackhole on an ephemeral port.
+    pub fn new() -> Blackhole {
+        use socket2::{Domain, Socket, Type};
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        listener.bind(&any.into()).expect("bind");
+        listener.listen(0).expect("listen");
+        let addr = listener
+            .local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("inet");
+        let mut queued = Vec::new();
+        let mut full = false;
+        for _ in 0..16 {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+            match s.connect_timeout(&addr.into(), Duration::from_millis(300)) {
+                Ok(()) => queued.push(s),
+                Err(_) => {
+                    full = true;
+                    break;
+                }
+            }
+        }
+        assert!(full, "the accept queue never filled up");
+        Blackhole {
+            addr,
+            _listener: listener,
+            _queued: queued,
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so both ends can agree on content.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// SHA-256 of a byte slice.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// Reads `stream` to EOF, returning the byte count and SHA-256.
+pub async fn hash_to_eof<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+) -> std::io::Result<(u64, [u8; 32])> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok((total, hasher.finalize().into()));
+        }
+        total += n as u64;
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// What a hashing backend saw on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashReport {
+    /// Bytes received and their SHA-256.
+    pub received: (u64, [u8; 32]),
+    /// SHA-256 of what it sent.
+    pub sent: [u8; 32],
+}
+
+/// A backend that, on each connection, sends `size` bytes of `pattern(seed)` while it reads
+/// and hashes everything the client sends, concurrently; then reports both hashes.
+pub async fn start_hashing_backend(
+    size: usize,
+    seed: u64,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<HashReport>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let data = Arc::new(pattern(seed, size));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            let data = Arc::clone(&data);
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.into_split();
+                let send = async {
+                    w.write_all(&data).await?;
+                    w.shutdown().await
+                };
+                let (received, sent) = tokio::join!(hash_to_eof(&mut r), send);
+                if let (Ok(received), Ok(())) = (received, sent) {
+                    // Probes connect and close at once: report only real transfers.
+                    if received.0 > 0 {
+                        let _ = tx.send(HashReport {
+                            received,
+                            sent: sha256(&data),
+                        });
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// CPU time (user + system) a process has used, in clock ticks, from /proc.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // The command name (field 2) may hold spaces; fields after its closing ')' are plain.
+    let after = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields[11].parse().expect("utime");
+    let stime: u64 = fields[12].parse().expect("stime");
+    utime + stime
+}

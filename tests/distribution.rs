@@ -1,0 +1,84 @@
+//! Weighted least connections through the real binary: even spread, refill of a drained
+//! node, and weights from a file that mixes both node forms.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{connect_named, Backend, ConfigFile, Tierlb};
+use tokio::net::TcpStream;
+
+/// Opens `count` connections one after another, keeping them open; returns them with the name
+/// of the node that served each.
+async fn hold(addr: std::net::SocketAddr, count: usize) -> Vec<(TcpStream, String)> {
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        held.push(connect_named(addr).await.expect("proxied connection"));
+    }
+    held
+}
+
+fn tally(held: &[(TcpStream, String)]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for (_, name) in held {
+        *counts.entry(name.clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_connections_spread_evenly_and_refill_the_emptied_node() {
+    let nodes = [
+        Backend::start("node1").await,
+        Backend::start("node2").await,
+        Backend::start("node3").await,
+    ];
+    let p: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+    let tierlb = Tierlb::start(&["-l", "127.0.0.1:0", "-p", &p[0], "-p", &p[1], "-p", &p[2]]);
+
+    let mut held = hold(tierlb.addr, 30).await;
+    let counts = tally(&held);
+    for name in ["node1", "node2", "node3"] {
+        assert_eq!(counts.get(name), Some(&10), "{counts:?}");
+    }
+
+    // Close 6 of node1's connections and wait until tierlb has released their slots.
+    let mut closed = 0;
+    held.retain(|(_, name)| {
+        if name == "node1" && closed < 6 {
+            closed += 1;
+            false
+        } else {
+            true
+        }
+    });
+    assert!(
+        tierlb.wait_log("connection closed", 6).is_some(),
+        "tierlb did not close the 6 connections"
+    );
+
+    let next = hold(tierlb.addr, 6).await;
+    let names: Vec<&str> = next.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, ["node1"; 6], "the emptied node takes the next six");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_from_a_file_mixing_both_node_forms() {
+    let nodes = [
+        Backend::start("heavy").await,
+        Backend::start("light1").await,
+        Backend::start("light2").await,
+    ];
+    let config = ConfigFile::new(&format!(
+        "listen = \"127.0.0.1:0\"\nnodes = [\n  {{ address = \"{}\", weight = 2 }},\n  \"{}\",\n  {{ address = \"{}\" }},\n]\n",
+        nodes[0].addr, nodes[1].addr, nodes[2].addr
+    ));
+    let tierlb = Tierlb::with_config(&config);
+
+    let held = hold(tierlb.addr, 40).await;
+    let counts = tally(&held);
+    assert_eq!(counts.get("heavy"), Some(&20), "{counts:?}");
+    assert_eq!(counts.get("light1"), Some(&10), "{counts:?}");
+    assert_eq!(counts.get("light2"), Some(&10), "{counts:?}");
+}

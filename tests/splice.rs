@@ -1,0 +1,158 @@
+//! The data path through the real binary: half-close, integrity under parallel load, idle
+//! timeout, and clients that send garbage and reset.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    connect_named, hash_to_eof, pattern, sha256, start_hashing_backend, toml_nodes, Backend,
+    ConfigFile, Tierlb,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A node that reads a whole request until EOF, then sends it back and closes.
+async fn start_answer_after_eof() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                if stream.read_to_end(&mut request).await.is_ok() && !request.is_empty() {
+                    let _ = stream.write_all(&request).await;
+                    let _ = stream.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_still_gets_the_answer() {
+    let node = start_answer_after_eof().await;
+    let tierlb = Tierlb::start(&["-l", "127.0.0.1:0", "-p", &node.to_string()]);
+    let request = pattern(7, 1 << 20);
+
+    let mut client = TcpStream::connect(tierlb.addr).await.expect("connect");
+    client.write_all(&request).await.expect("send request");
+    client.shutdown().await.expect("half-close");
+    let mut answer = Vec::new();
+    tokio::time::timeout(common::WAIT, client.read_to_end(&mut answer))
+        .await
+        .expect("answer in time")
+        .expect("read answer");
+    assert_eq!(answer.len(), request.len());
+    assert!(answer == request, "answer differs from the request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_transfers_arrive_intact_both_ways() {
+    const SIZE: usize = 8 << 20;
+    const CONNECTIONS: u64 = 8;
+    let (node, mut reports) = start_hashing_backend(SIZE, 99).await;
+    let tierlb = Tierlb::start(&["-l", "127.0.0.1:0", "-p", &node.to_string()]);
+
+    let mut clients = Vec::new();
+    for seed in 0..CONNECTIONS {
+        let addr = tierlb.addr;
+        clients.push(tokio::spawn(async move {
+            let data = pattern(1000 + seed, SIZE);
+            let stream = TcpStream::connect(addr).await.expect("connect");
+            let (mut r, mut w) = stream.into_split();
+            let send = async {
+                w.write_all(&data).await.expect("send");
+                w.shutdown().await.expect("half-close");
+            };
+            let (received, ()) = tokio::join!(hash_to_eof(&mut r), send);
+            (sha256(&data), received.expect("receive"))
+        }));
+    }
+    let mut sent_hashes = Vec::new();
+    for client in clients {
+        let (sent, received) = tokio::time::timeout(common::WAIT * 4, client)
+            .await
+            .expect("transfer in time")
+            .expect("client task");
+        assert_eq!(received.0, SIZE as u64, "client got every byte");
+        assert_eq!(
+            received.1,
+            sha256(&pattern(99, SIZE)),
+            "node->client intact"
+        );
+        sent_hashes.push(sent);
+    }
+    let mut got = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let report = tokio::time::timeout(common::WAIT, reports.recv())
+            .await
+            .expect("node report in time")
+            .expect("report");
+        assert_eq!(report.received.0, SIZE as u64, "node got every byte");
+        got.push(report.received.1);
+    }
+    sent_hashes.sort();
+    got.sort();
+    assert_eq!(got, sent_hashes, "client->node intact on every connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connection_is_closed() {
+    let node = Backend::start("node1").await;
+    let config = ConfigFile::new(&format!(
+        "listen = \"127.0.0.1:0\"\nnodes = {}\n[timeouts]\nidle = \"300ms\"\n",
+        toml_nodes(&[node.addr])
+    ));
+    let tierlb = Tierlb::with_config(&config);
+    let (mut client, _) = connect_named(tierlb.addr).await.expect("connect");
+    // Traffic keeps it open past the idle time ...
+    for _ in 0..4 {
+        client.write_all(b"x").await.expect("write");
+        let mut byte = [0u8; 1];
+        client.read_exact(&mut byte).await.expect("echo");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // ... then silence closes it.
+    let mut rest = Vec::new();
+    tokio::time::timeout(common::WAIT, client.read_to_end(&mut rest))
+        .await
+        .expect("closed in time")
+        .expect("clean close");
+    assert!(tierlb.wait_log("idle timeout", 1).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_resets_do_not_hurt() {
+    let node = Backend::start("node1").await;
+    let mut tierlb = Tierlb::start(&["-l", "127.0.0.1:0", "-p", &node.addr.to_string()]);
+    for batch in 0..10u64 {
+        let mut tasks = Vec::new();
+        for i in 0..20u64 {
+            let addr = tierlb.addr;
+            tasks.push(tokio::spawn(async move {
+                let Ok(stream) = TcpStream::connect(addr).await else {
+                    return;
+                };
+                let garbage = pattern(batch * 100 + i, 1 + (i as usize * 397) % 4096);
+                let _ = (&stream).try_write(&garbage);
+                // SO_LINGER 0: close with a reset instead of a FIN.
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                drop(stream);
+            }));
+        }
+        for task in tasks {
+            task.await.expect("client task");
+        }
+    }
+    assert!(tierlb.is_running(), "tierlb is still up");
+    let (mut client, name) = connect_named(tierlb.addr)
+        .await
+        .expect("next client served");
+    assert_eq!(name, "node1");
+    client.write_all(b"still here").await.expect("write");
+    let mut echo = [0u8; 10];
+    client.read_exact(&mut echo).await.expect("echo");
+    assert_eq!(&echo, b"still here");
+}
