@@ -132,11 +132,12 @@ async fn garbage_and_resets_do_not_hurt() {
         for i in 0..20u64 {
             let addr = tierlb.addr;
             tasks.push(tokio::spawn(async move {
-                let Ok(stream) = TcpStream::connect(addr).await else {
+                let Ok(mut stream) = TcpStream::connect(addr).await else {
                     return;
                 };
                 let garbage = pattern(batch * 100 + i, 1 + (i as usize * 397) % 4096);
-                let _ = (&stream).try_write(&garbage);
+                // Errors are expected here: tierlb or the node may already have reset it.
+                let _ = stream.write_all(&garbage).await;
                 // SO_LINGER 0: close with a reset instead of a FIN.
                 let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
                 drop(stream);

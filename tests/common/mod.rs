@@ -140,8 +140,7 @@ impl Tierlb {
 
     /// Waits up to `limit` for the process to exit.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let status = wait_until(limit, || self.child.try_wait().expect("try_wait"));
-        status
+        wait_until(limit, || self.child.try_wait().expect("try_wait"))
     }
 }
 
@@ -276,12 +275,6 @@ pub async fn connect_named(addr: SocketAddr) -> std::io::Result<(TcpStream, Stri
     tokio::time::timeout(WAIT, attempt)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no greeting"))?
-}
-
-/// An address where nothing listens: bound once, then released. Connects are refused.
-pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("addr")
 }
 
 /// A listener that never accepts and whose accept queue is full, so further SYNs are dropped
