@@ -52,6 +52,8 @@ pub struct Config {
     pub retries: u32,
     /// Most client connections open at once on the listener; `None` for no limit.
     pub max_connections: Option<u32>,
+    /// Worker threads of the runtime (at least 1); defaults to the available cores.
+    pub threads: usize,
 }
 
 /// One backend node as configured.
@@ -283,13 +285,14 @@ impl Config {
         ));
         let t = &self.timeouts;
         out.push_str(&format!(
-            "timeouts connect {} idle {} drain {}\nretries {}\nmax_connections {}\n",
+            "timeouts connect {} idle {} drain {}\nretries {}\nmax_connections {}\nthreads {}\n",
             humantime::format_duration(t.connect),
             humantime::format_duration(t.idle),
             humantime::format_duration(t.drain),
             self.retries,
             self.max_connections
                 .map_or_else(|| "unlimited".to_owned(), |m| m.to_string()),
+            self.threads,
         ));
         out
     }
@@ -306,6 +309,7 @@ struct RawConfig {
     timeouts: RawTimeouts,
     retries: Option<Spanned<i64>>,
     max_connections: Option<Spanned<i64>>,
+    threads: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -376,6 +380,12 @@ impl<'de> Deserialize<'de> for RawNode {
     }
 }
 
+/// The default of `threads`: one per core available to this process (its CPU affinity
+/// included), or 1 when that cannot be known.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// Turns raw values into checked ones, reporting the key and line of the first bad value.
 struct Validator<'a> {
     text: &'a str,
@@ -430,6 +440,10 @@ impl Validator<'_> {
             .max_connections
             .map(|v| self.count("max_connections", v, 1))
             .transpose()?;
+        let threads = match raw.threads {
+            Some(v) => self.count("threads", v, 1)? as usize,
+            None => default_threads(),
+        };
         Ok(Config {
             listen,
             nodes,
@@ -437,6 +451,7 @@ impl Validator<'_> {
             timeouts,
             retries,
             max_connections,
+            threads,
         })
     }
 

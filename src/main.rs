@@ -50,16 +50,31 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Builds the runtime for `config.threads` and serves until a signal ends the drain.
+///
+/// With one thread everything (accept loop, connections, probes) runs on the main thread, with
+/// no cross-thread wake-ups at all. With more, the server itself is spawned so that the accept
+/// loop runs on a worker like every connection, and the main thread only waits.
 fn serve(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let threads = config.threads;
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tierlb::shutdown::cancel_on_signal(shutdown.clone())
             .context("cannot install signal handlers")?;
-        tierlb::run(config, shutdown).await?;
+        tokio::spawn(tierlb::run(config, shutdown))
+            .await
+            .context("the server task failed")??;
         anyhow::Ok(())
     })?;
     // Connections still open after the drain deadline are closed here.
