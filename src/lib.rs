@@ -11,7 +11,9 @@
 //! - [`node`]: [`node::Node`] and its health state machine, the one shared truth.
 //! - [`balancer`]: the pure pick, weighted least connections with round-robin ties.
 //! - [`connect`]: one connect attempt, its failure classified, retries on other nodes.
-//! - [`splice`]: bytes both ways with half-close, reset propagation and idle timeout.
+//! - [`splice`]: bytes both ways (copy for small messages, `splice(2)` for bulk), half-close,
+//!   reset propagation, idle timeout.
+//! - [`pool`]: per-thread pools of copy buffers and pipes, held only while bytes move.
 //! - [`server`]: the accept loop, connection limit, per-connection tasks, drain.
 //! - [`health`]: the active probe loop of each node.
 //! - [`shutdown`]: the signals that stop tierlb.
@@ -44,6 +46,7 @@ pub mod connect;
 pub mod health;
 pub mod net;
 pub mod node;
+pub mod pool;
 pub mod server;
 pub mod shutdown;
 pub mod splice;

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    connect_named, hash_to_eof, pattern, sha256, start_hashing_backend, toml_nodes, Backend,
-    ConfigFile, Tierlb,
+    connect_named, hash_to_eof, pattern, start_hashing_backend, toml_nodes, Backend, ConfigFile,
+    Stamped, Tierlb,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -59,29 +59,21 @@ async fn parallel_transfers_arrive_intact_both_ways() {
     for seed in 0..CONNECTIONS {
         let addr = tierlb.addr;
         clients.push(tokio::spawn(async move {
-            let data = pattern(1000 + seed, SIZE);
             let stream = TcpStream::connect(addr).await.expect("connect");
             let (mut r, mut w) = stream.into_split();
-            let send = async {
-                w.write_all(&data).await.expect("send");
-                w.shutdown().await.expect("half-close");
-            };
-            let (received, ()) = tokio::join!(hash_to_eof(&mut r), send);
-            (sha256(&data), received.expect("receive"))
+            let upload = Stamped::new(1000 + seed);
+            let (received, sent) = tokio::join!(hash_to_eof(&mut r), upload.send(&mut w, SIZE));
+            (sent.expect("send"), received.expect("receive"))
         }));
     }
+    let node_sends = Stamped::new(99).sha256(SIZE);
     let mut sent_hashes = Vec::new();
     for client in clients {
         let (sent, received) = tokio::time::timeout(common::WAIT * 4, client)
             .await
             .expect("transfer in time")
             .expect("client task");
-        assert_eq!(received.0, SIZE as u64, "client got every byte");
-        assert_eq!(
-            received.1,
-            sha256(&pattern(99, SIZE)),
-            "node->client intact"
-        );
+        assert_eq!(received, (SIZE as u64, node_sends), "node->client intact");
         sent_hashes.push(sent);
     }
     let mut got = Vec::new();
@@ -96,6 +88,91 @@ async fn parallel_transfers_arrive_intact_both_ways() {
     sent_hashes.sort();
     got.sort();
     assert_eq!(got, sent_hashes, "client->node intact on every connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_a_gibibyte_each_way_arrives_intact() {
+    const SIZE: usize = (1 << 30) + 12_345;
+    let (node, mut reports) = start_hashing_backend(SIZE, 5).await;
+    let tierlb = Tierlb::start(&["-l", "127.0.0.1:0", "-p", &node.to_string()]);
+    let stream = TcpStream::connect(tierlb.addr).await.expect("connect");
+    let (mut r, mut w) = stream.into_split();
+    let upload = Stamped::new(77);
+    let (received, sent) = tokio::time::timeout(common::WAIT * 8, async {
+        tokio::join!(hash_to_eof(&mut r), upload.send(&mut w, SIZE))
+    })
+    .await
+    .expect("transfer in time");
+    let received = received.expect("receive");
+    let sent = sent.expect("send");
+    assert_eq!(
+        received,
+        (SIZE as u64, Stamped::new(5).sha256(SIZE)),
+        "node->client intact"
+    );
+    let report = tokio::time::timeout(common::WAIT, reports.recv())
+        .await
+        .expect("report in time")
+        .expect("report");
+    assert_eq!(report.received, (SIZE as u64, sent), "client->node intact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_and_large_writes_mixed_arrive_in_order() {
+    let node = Backend::start("node1").await;
+    let tierlb = Tierlb::start(&["-l", "127.0.0.1:0", "-p", &node.addr.to_string()]);
+    let (client, _) = connect_named(tierlb.addr).await.expect("connect");
+    let (mut r, mut w) = client.into_split();
+    // Sizes around the copy buffer (16 KiB) and the pipe (256 KiB), tiny ones in between, so
+    // a direction switches from copy to splice mid-stream and keeps going.
+    let sizes = [
+        1,
+        2,
+        3,
+        100,
+        16_383,
+        16_384,
+        16_385,
+        1,
+        5,
+        1 << 20,
+        7,
+        262_144,
+        262_145,
+        9,
+        64,
+        3 << 20,
+        1,
+        1,
+        1,
+        50_000,
+        2,
+        1_000_000,
+        4,
+    ];
+    let total: usize = sizes.iter().sum();
+    let data = pattern(3, total);
+    let expected = data.clone();
+    let writer = tokio::spawn(async move {
+        let mut at = 0;
+        for size in sizes {
+            w.write_all(&data[at..at + size]).await.expect("write");
+            at += size;
+            if size < 100 {
+                // Let tiny writes go out as tiny segments rather than be coalesced.
+                tokio::task::yield_now().await;
+            }
+        }
+        w.shutdown().await.expect("half-close");
+    });
+    let mut echoed = Vec::with_capacity(total);
+    tokio::time::timeout(common::WAIT, r.read_to_end(&mut echoed))
+        .await
+        .expect("echo in time")
+        .expect("read echo");
+    writer.await.expect("writer");
+    assert_eq!(echoed.len(), expected.len());
+    assert!(echoed == expected, "echo differs from what was sent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -365,8 +365,65 @@ pub struct HashReport {
     pub sent: [u8; 32],
 }
 
-/// A backend that, on each connection, sends `size` bytes of `pattern(seed)` while it reads
-/// and hashes everything the client sends, concurrently; then reports both hashes.
+/// A stream of any length made of one 1 MiB block of `pattern(seed)` repeated, each copy
+/// stamped with its index in its first 8 bytes, so that lost, repeated or reordered blocks
+/// change the hash. Costs 1 MiB of memory whatever the length.
+pub struct Stamped {
+    block: Vec<u8>,
+}
+
+impl Stamped {
+    /// The stream for `seed`.
+    pub fn new(seed: u64) -> Stamped {
+        Stamped {
+            block: pattern(seed, 1 << 20),
+        }
+    }
+
+    /// Calls `f` with each chunk of the first `total` bytes, in order.
+    fn chunks(&self, total: usize, mut f: impl FnMut(&[u8])) {
+        let mut chunk = self.block.clone();
+        let (mut done, mut index) = (0usize, 0u64);
+        while done < total {
+            chunk[..8].copy_from_slice(&index.to_le_bytes());
+            let n = chunk.len().min(total - done);
+            f(&chunk[..n]);
+            done += n;
+            index += 1;
+        }
+    }
+
+    /// SHA-256 of the first `total` bytes.
+    pub fn sha256(&self, total: usize) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        self.chunks(total, |c| hasher.update(c));
+        hasher.finalize().into()
+    }
+
+    /// Writes the first `total` bytes to `w`, then shuts its write side; returns their SHA-256.
+    pub async fn send<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        w: &mut W,
+        total: usize,
+    ) -> std::io::Result<[u8; 32]> {
+        let mut hasher = Sha256::new();
+        let mut chunk = self.block.clone();
+        let (mut done, mut index) = (0usize, 0u64);
+        while done < total {
+            chunk[..8].copy_from_slice(&index.to_le_bytes());
+            let n = chunk.len().min(total - done);
+            w.write_all(&chunk[..n]).await?;
+            hasher.update(&chunk[..n]);
+            done += n;
+            index += 1;
+        }
+        w.shutdown().await?;
+        Ok(hasher.finalize().into())
+    }
+}
+
+/// A backend that, on each connection, sends `size` bytes of `Stamped::new(seed)` while it
+/// reads and hashes everything the client sends, concurrently; then reports both hashes.
 pub async fn start_hashing_backend(
     size: usize,
     seed: u64,
@@ -374,25 +431,18 @@ pub async fn start_hashing_backend(
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let data = Arc::new(pattern(seed, size));
+    let data = Arc::new(Stamped::new(seed));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let tx = tx.clone();
             let data = Arc::clone(&data);
             tokio::spawn(async move {
                 let (mut r, mut w) = stream.into_split();
-                let send = async {
-                    w.write_all(&data).await?;
-                    w.shutdown().await
-                };
-                let (received, sent) = tokio::join!(hash_to_eof(&mut r), send);
-                if let (Ok(received), Ok(())) = (received, sent) {
+                let (received, sent) = tokio::join!(hash_to_eof(&mut r), data.send(&mut w, size));
+                if let (Ok(received), Ok(sent)) = (received, sent) {
                     // Probes connect and close at once: report only real transfers.
                     if received.0 > 0 {
-                        let _ = tx.send(HashReport {
-                            received,
-                            sent: sha256(&data),
-                        });
+                        let _ = tx.send(HashReport { received, sent });
                     }
                 }
             });
