@@ -20,12 +20,13 @@
 //! closed. Bytes are never reordered: each direction has one loop, and a pipe or buffer is
 //! always emptied before the next read.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use socket2::SockRef;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -129,9 +130,9 @@ async fn copy_burst(
 ) -> io::Result<Burst> {
     let mut buf = Buffer::take();
     loop {
-        let n = match src.try_read(&mut buf) {
-            Ok(0) => return Ok(Burst::Eof),
-            Ok(n) => n,
+        let (n, drained) = match read_some(src, &mut buf) {
+            Ok((0, _)) => return Ok(Burst::Eof),
+            Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Burst::Drained),
             Err(e) => return Err(e),
         };
@@ -141,15 +142,57 @@ async fn copy_burst(
         if n == BUFFER_SIZE {
             return Ok(Burst::Bulk);
         }
+        if drained {
+            return Ok(Burst::Drained);
+        }
     }
 }
 
-/// Writes all of `bytes` to `dst`, waiting for room as needed.
+/// One `read` from `src`, if it is readable; returns the byte count and whether the socket was
+/// drained by it.
+///
+/// A read that returns less than asked for has emptied the socket's receive queue, so the
+/// next read would only say "would block". Clearing the readiness right away (by answering
+/// `WouldBlock` to `try_io`) saves that system call on every message; tokio's own `poll_read`
+/// does the same on Linux. Readiness that arrives meanwhile is kept (tokio compares event
+/// ticks), and so is a pending EOF (closed states are never cleared).
+fn read_some(src: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    let mut short = 0;
+    let result = src.try_io(Interest::READABLE, || {
+        let n = (&*SockRef::from(src)).read(buf)?;
+        if 0 < n && n < buf.len() {
+            short = n;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => Ok((short, true)),
+        Err(e) => Err(e),
+        Ok(n) => Ok((n, false)),
+    }
+}
+
+/// Writes all of `bytes` to `dst`, waiting for room as needed. A short write means the send
+/// buffer is full: readiness is cleared at once (as in [`read_some`]) and the next attempt
+/// waits for room instead of failing with "would block" first.
 async fn write_all(dst: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
-        match dst.try_write(bytes) {
+        let mut short = 0;
+        let result = dst.try_io(Interest::WRITABLE, || {
+            let n = (&*SockRef::from(dst)).write(bytes)?;
+            if n < bytes.len() {
+                short = n;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match result {
             Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                bytes = &bytes[short..];
+                dst.writable().await?;
+            }
             Err(e) => return Err(e),
         }
     }
@@ -167,7 +210,6 @@ async fn splice_burst(
     moved: &mut u64,
 ) -> io::Result<Burst> {
     use crate::pool::Pipe;
-    use tokio::io::Interest;
 
     let Ok(mut pipe) = Pipe::take() else {
         return copy_burst(src, dst, activity, moved).await;
