@@ -97,10 +97,14 @@ impl Future for Splice {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
         let mut this = self.project();
-        let up = this.up.poll(this.client, this.node, this.last_activity, cx);
+        let down_done = this.down.is_done();
+        let up = this
+            .up
+            .poll(this.client, this.node, this.last_activity, down_done, cx);
+        let up_done = this.up.is_done();
         let down = this
             .down
-            .poll(this.node, this.client, this.last_activity, cx);
+            .poll(this.node, this.client, this.last_activity, up_done, cx);
         let end = match (up, down) {
             (Poll::Ready(Err(e)), _) | (_, Poll::Ready(Err(e))) => {
                 net::reset_on_close(this.client);
@@ -156,12 +160,21 @@ enum State {
 }
 
 impl Direction {
+    /// Whether EOF has been read and passed on.
+    fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
     /// Moves what can be moved now from `src` to `dst`; ready once EOF has been passed on.
+    ///
+    /// `other_done` says the opposite direction has finished: then an EOF here ends the whole
+    /// connection, and the `close` that follows sends the FIN, so no `shutdown` call is needed.
     fn poll(
         &mut self,
         src: &TcpStream,
         dst: &TcpStream,
         last_activity: &mut Instant,
+        other_done: bool,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
@@ -176,7 +189,9 @@ impl Direction {
                     };
                     match read {
                         Ok(0) => {
-                            half_close(dst)?;
+                            if !other_done {
+                                half_close(dst)?;
+                            }
                             self.state = State::Done;
                         }
                         Ok(n) => {
