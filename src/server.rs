@@ -62,6 +62,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> io::Result<()> 
     let listen = config.listen;
     let listener = net::bind_listener(listen)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
+    serve(listener, config, shutdown).await
+}
+
+/// Serves clients of an already bound `listener` (its address wins over `config.listen`)
+/// until `shutdown` is cancelled, then drains. Benchmarks and embedders bind first, so they
+/// know the address before serving.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(
         addr = %local,
