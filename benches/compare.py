@@ -13,7 +13,8 @@ Measured per proxy and round:
   - new connections/s (wrk with "Connection: close"), p99, and CPU time per connection;
   - bulk throughput, 1 and 4 streams (iperf3 through a proxy whose only node is one iperf3
     server: iperf3's control and data connections must reach the same server);
-  - RSS per idle connection (IDLE connections held open, RSS delta / IDLE).
+  - RSS per idle connection (IDLE connections held open, RSS delta / IDLE), the proxy's whole
+    RSS while they are held, and new connections/s meanwhile.
 The table shows the median over rounds, each figure also as a ratio to HAProxy.
 """
 
@@ -165,7 +166,9 @@ def established_to(ports):
     return sum(1 for line in out.splitlines() if line.strip())
 
 
-def idle_kib(proc, port, backend_ports, count, cpu):
+def idle_hold(proc, port, backend_ports, count, seconds, cpu):
+    """Holds `count` idle connections through the proxy; measures the RSS they cost, then how
+    fast the proxy still accepts new connections meanwhile."""
     before = rss_kib(proc.pid)
     client = subprocess.Popen(["taskset", "-c", str(cpu), sys.executable, "-c", IDLE_CLIENT,
                                str(count), str(port)], stdin=subprocess.PIPE,
@@ -181,10 +184,15 @@ def idle_kib(proc, port, backend_ports, count, cpu):
             time.sleep(0.2)
         time.sleep(0.5)
         after = rss_kib(proc.pid)
+        busy = run_wrk(port, seconds, True, cpu)
     finally:
         client.stdin.close()
         client.wait(timeout=60)
-    return (after - before) / count
+    return {
+        "idle_kib": (after - before) / count,
+        "idle_rss_mib": after / 1024,
+        "idle_nc_rps": busy["rps"],
+    }
 
 
 def configs(work, kind, port, nodes):
@@ -260,7 +268,7 @@ def measure(procs, work, kind, http_ports, iperf_port, args):
             if w["errors"]:
                 print(f"  {kind} {test}: wrk errors: {w['errors']}", file=sys.stderr)
         if proc and args.idle:
-            r["idle_kib"] = idle_kib(proc, port, http_ports, args.idle, args.load_cpu)
+            r.update(idle_hold(proc, port, http_ports, args.idle, args.seconds, args.load_cpu))
     finally:
         if proc:
             procs.stop(proc)
@@ -292,6 +300,8 @@ ROWS = [
     ("bulk 1 stream Gbit/s", "bulk1", "{:.2f}", True),
     ("bulk 4 streams Gbit/s", "bulk4", "{:.2f}", True),
     ("KiB / idle connection", "idle_kib", "{:.2f}", False),
+    ("RSS with idle held, MiB", "idle_rss_mib", "{:.1f}", False),
+    ("new conn/s with idle held", "idle_nc_rps", "{:,.0f}", True),
 ]
 
 
