@@ -40,7 +40,14 @@ fn start(runtime: &tokio::runtime::Runtime) -> (SocketAddr, SocketAddr) {
         .expect("bench config");
         let listener = tierlb::net::bind_listener(config.listen).expect("bind tierlb");
         let proxy_addr = listener.local_addr().expect("tierlb addr");
-        tokio::spawn(tierlb::server::serve(listener, config, CancellationToken::new()));
+        // No reloads: the sender is dropped at once.
+        let (_, reloads) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(tierlb::server::serve(
+            listener,
+            config,
+            CancellationToken::new(),
+            reloads,
+        ));
         (node_addr, proxy_addr)
     })
 }

@@ -36,7 +36,7 @@ impl Load for Arc<Node> {
         Node::active(self)
     }
     fn weight(&self) -> u32 {
-        self.weight
+        Node::weight(self)
     }
     fn is_up(&self) -> bool {
         Node::is_up(self)

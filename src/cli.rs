@@ -24,6 +24,11 @@ pub struct Args {
     #[arg(short = 'p', long = "node", value_name = "HOST:PORT")]
     pub nodes: Vec<NodeAddr>,
 
+    /// Serve metrics, status and the status page over HTTP on ADDR, e.g. 127.0.0.1:9090
+    /// (overrides the file's `[admin] listen`; off unless given).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+
     /// Validate the configuration, print a summary and exit; starts nothing.
     #[arg(long)]
     pub check: bool,
@@ -48,6 +53,7 @@ impl Args {
         let overrides = Overrides {
             listen: self.listen,
             nodes: self.nodes.clone(),
+            admin: self.admin,
         };
         Config::load(self.config.as_deref(), &overrides)
     }

@@ -54,7 +54,21 @@ pub struct Config {
     pub max_connections: Option<u32>,
     /// Worker threads of the runtime (at least 1); defaults to the available cores.
     pub threads: usize,
+    /// The admin endpoint (`[admin]`, or `--admin`).
+    pub admin: AdminConfig,
 }
+
+/// The admin endpoint (`[admin]`): off unless `listen` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where to serve `/metrics`, `/status` and the status page.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token the write endpoints require; without one they are refused.
+    pub token: Option<String>,
+}
+
+/// Shortest accepted admin token: long enough that guessing it is hopeless.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 /// One backend node as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +243,8 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// `-p`: when not empty, replaces `nodes` (each with weight 1).
     pub nodes: Vec<NodeAddr>,
+    /// `--admin`: replaces `admin.listen`.
+    pub admin: Option<SocketAddr>,
 }
 
 impl Config {
@@ -284,6 +300,14 @@ impl Config {
             },
         ));
         let t = &self.timeouts;
+        if let Some(admin) = self.admin.listen {
+            let token = if self.admin.token.is_some() {
+                "set"
+            } else {
+                "none (write endpoints refused)"
+            };
+            out.push_str(&format!("admin {admin} token {token}\n"));
+        }
         out.push_str(&format!(
             "timeouts connect {} idle {} drain {}\nretries {}\nmax_connections {}\nthreads {}\n",
             humantime::format_duration(t.connect),
@@ -310,6 +334,15 @@ struct RawConfig {
     retries: Option<Spanned<i64>>,
     max_connections: Option<Spanned<i64>>,
     threads: Option<Spanned<i64>>,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -440,6 +473,7 @@ impl Validator<'_> {
             .max_connections
             .map(|v| self.count("max_connections", v, 1))
             .transpose()?;
+        let admin = self.admin(raw.admin, overrides.admin)?;
         let threads = match raw.threads {
             Some(v) => self.count("threads", v, 1)? as usize,
             None => default_threads(),
@@ -452,6 +486,40 @@ impl Validator<'_> {
             retries,
             max_connections,
             threads,
+            admin,
+        })
+    }
+
+    fn admin(&self, raw: RawAdmin, flag: Option<SocketAddr>) -> Result<AdminConfig, ConfigError> {
+        let listen = match (flag, raw.listen) {
+            (Some(addr), _) => Some(addr),
+            (None, Some(v)) => Some(self.socket_addr("admin.listen", &v)?),
+            (None, None) => None,
+        };
+        let token = match raw.token {
+            Some(t) if t.get_ref().len() < MIN_TOKEN_LEN => {
+                return Err(self.invalid(
+                    "admin.token",
+                    t.span(),
+                    format!("is too short: use at least {MIN_TOKEN_LEN} random characters"),
+                ))
+            }
+            Some(t) => Some(t.into_inner()),
+            None => None,
+        };
+        Ok(AdminConfig { listen, token })
+    }
+
+    fn socket_addr(&self, key: &str, v: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+        v.get_ref().parse().map_err(|_| {
+            self.invalid(
+                key,
+                v.span(),
+                format!(
+                    "`{}` is not an IP:PORT address, e.g. 0.0.0.0:8000",
+                    v.get_ref()
+                ),
+            )
         })
     }
 
@@ -674,6 +742,7 @@ mod tests {
         let overrides = Overrides {
             listen: Some("127.0.0.1:9".parse().expect("addr")),
             nodes: vec!["b:2".parse().expect("node")],
+            admin: None,
         };
         let c = Config::parse(
             "listen = \"0.0.0.0:1\"\nnodes = [\"a:1\"]\n",

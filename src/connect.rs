@@ -1,22 +1,63 @@
-//! Connecting to nodes: one attempt with a timeout, its failure classified, the node told, and
-//! the retry on the next-best other node.
+//! Connecting to nodes: name resolution, one attempt with a timeout, its failure classified and
+//! counted, the node told, and the retry on the next-best other node.
 
 use std::io;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::balancer;
 use crate::config::NodeAddr;
 use crate::net;
-use crate::node::{ActiveGuard, Node};
+use crate::node::{ActiveGuard, Node, Source};
+
+/// Kinds of connect failure, as counted in metrics (`kind` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The node refused the connection.
+    Refused,
+    /// No answer within the connect timeout.
+    Timeout,
+    /// The node's name did not resolve.
+    Dns,
+    /// Reset, unreachable, or anything else from the node's side.
+    Other,
+}
+
+impl FailureKind {
+    /// Every kind, in metric order.
+    pub const ALL: [FailureKind; 4] = [
+        FailureKind::Refused,
+        FailureKind::Timeout,
+        FailureKind::Dns,
+        FailureKind::Other,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::Refused => "refused",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Dns => "dns",
+            FailureKind::Other => "other",
+        }
+    }
+
+    /// Position in [`FailureKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
 
 /// Why one connect attempt (or probe connect) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AttemptError {
     /// The name did not resolve to any address.
-    #[error("cannot resolve {host}: {reason}")]
+    #[error("dns: cannot resolve {host}: {reason}")]
     Dns {
         /// The name.
         host: String,
@@ -44,9 +85,17 @@ pub enum AttemptError {
 }
 
 impl AttemptError {
-    /// Whether the failure says something about the node (and so counts toward `fall`).
-    pub fn is_node_fault(&self) -> bool {
-        !matches!(self, AttemptError::Local(_))
+    /// The metric kind, or `None` for a local failure (which is not the node's).
+    pub fn kind(&self) -> Option<FailureKind> {
+        match self {
+            AttemptError::Refused => Some(FailureKind::Refused),
+            AttemptError::Timeout(_) => Some(FailureKind::Timeout),
+            AttemptError::Dns { .. } => Some(FailureKind::Dns),
+            AttemptError::Reset | AttemptError::Unreachable(_) | AttemptError::Other(_) => {
+                Some(FailureKind::Other)
+            }
+            AttemptError::Local(_) => None,
+        }
     }
 
     fn from_io(e: io::Error) -> AttemptError {
@@ -79,36 +128,75 @@ pub enum ConnectError {
         /// Its failure.
         error: AttemptError,
     },
-    /// Every node is at its `max_connections` (or there is no node).
-    #[error("no node can take a connection: every node is at its max_connections")]
+    /// Every node is full or drained (or there is no node).
+    #[error("no node can take a connection: every node is drained or at its max_connections")]
     NoneAvailable,
 }
 
-/// Resolves `addr` (IP literals need no lookup) and connects, all within `timeout`.
-pub async fn open(addr: &NodeAddr, timeout: Duration) -> Result<TcpStream, AttemptError> {
-    match tokio::time::timeout(timeout, open_inner(addr)).await {
-        Ok(result) => result,
-        Err(_) => Err(AttemptError::Timeout(timeout)),
+/// The addresses a node's name resolved to, kept for at most one probe interval, and used in
+/// turn so a name with several addresses spreads its connections over them.
+#[derive(Debug, Default)]
+pub struct DnsCache {
+    answer: Mutex<Option<(Instant, Arc<[SocketAddr]>)>>,
+    next: AtomicUsize,
+}
+
+impl DnsCache {
+    /// The next address for `addr`: the literal itself, or the next cached answer for a name,
+    /// looked up again once older than `ttl`.
+    pub async fn resolve(
+        &self,
+        addr: &NodeAddr,
+        ttl: Duration,
+    ) -> Result<SocketAddr, AttemptError> {
+        if let Some(literal) = addr.socket_addr() {
+            return Ok(literal);
+        }
+        let cached = self.answer.lock().ok().and_then(|a| {
+            a.as_ref()
+                .filter(|(at, _)| at.elapsed() < ttl)
+                .map(|(_, v)| Arc::clone(v))
+        });
+        let addrs = match cached {
+            Some(addrs) => addrs,
+            None => {
+                let dns = |reason: String| AttemptError::Dns {
+                    host: addr.host().to_owned(),
+                    reason,
+                };
+                let found: Arc<[SocketAddr]> = tokio::net::lookup_host((addr.host(), addr.port()))
+                    .await
+                    .map_err(|e| dns(e.to_string()))?
+                    .collect();
+                if found.is_empty() {
+                    return Err(dns("no address found".to_owned()));
+                }
+                if let Ok(mut answer) = self.answer.lock() {
+                    *answer = Some((Instant::now(), Arc::clone(&found)));
+                }
+                found
+            }
+        };
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
+        Ok(addrs[i])
     }
 }
 
-async fn open_inner(addr: &NodeAddr) -> Result<TcpStream, AttemptError> {
-    let target = match addr.socket_addr() {
-        Some(target) => target,
-        None => {
-            let dns = |reason: String| AttemptError::Dns {
-                host: addr.host().to_owned(),
-                reason,
-            };
-            tokio::net::lookup_host((addr.host(), addr.port()))
-                .await
-                .map_err(|e| dns(e.to_string()))?
-                .next()
-                .ok_or_else(|| dns("no address found".to_owned()))?
-        }
+/// Resolves `node` (names are cached for `dns_ttl`) and connects, all within `timeout`.
+pub async fn open(
+    node: &Node,
+    timeout: Duration,
+    dns_ttl: Duration,
+) -> Result<TcpStream, AttemptError> {
+    let attempt = async {
+        let target = node.dns.resolve(&node.address, dns_ttl).await?;
+        let socket = net::node_socket(target).map_err(AttemptError::Local)?;
+        socket.connect(target).await.map_err(AttemptError::from_io)
     };
-    let socket = net::node_socket(target).map_err(AttemptError::Local)?;
-    socket.connect(target).await.map_err(AttemptError::from_io)
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(AttemptError::Timeout(timeout)),
+    }
 }
 
 /// A connection to a node, with the node's slot held for as long as the connection lives.
@@ -121,40 +209,47 @@ pub struct Connected {
 }
 
 /// Connects to the best node, retrying up to `retries` times, each time on the next-best node
-/// not yet tried. Every attempt's result is recorded on its node.
+/// not yet tried. Every attempt's result is recorded on its node and counted.
 pub async fn connect(
     nodes: &[Arc<Node>],
-    start: usize,
+    turn: usize,
     retries: u32,
     timeout: Duration,
+    dns_ttl: Duration,
 ) -> Result<Connected, ConnectError> {
     // Allocated only once a node has been tried and failed (or was full).
     let mut tried: Vec<usize> = Vec::new();
     let mut attempts = 0u32;
     let mut last = None;
-    while let Some(i) = balancer::pick(nodes, start, &tried) {
+    while let Some(i) = balancer::pick(nodes, turn, &tried) {
         let node = &nodes[i];
         // A node that filled up since the pick is skipped without spending an attempt.
         let Some(slot) = node.try_acquire() else {
             tried.push(i);
             continue;
         };
+        if attempts > 0 {
+            node.stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
         attempts += 1;
-        match open(&node.address, timeout).await {
+        let started = Instant::now();
+        match open(node, timeout, dns_ttl).await {
             Ok(stream) => {
-                node.observe(true, &"connect succeeded");
+                node.stats.connected(started.elapsed());
+                node.observe(Source::Connect, true, &"connect succeeded");
                 return Ok(Connected { stream, slot });
             }
             Err(error) => {
                 tried.push(i);
                 tracing::debug!(node = %node.address, %error, attempt = attempts, "connect failed");
-                let local = !error.is_node_fault();
-                if !local {
-                    node.observe(false, &format_args!("connect: {error}"));
+                let kind = error.kind();
+                if let Some(kind) = kind {
+                    node.stats.failed(kind);
+                    node.observe(Source::Connect, false, &format_args!("connect: {error}"));
                 }
                 last = Some((node.address.clone(), error));
                 // Out of local resources, another node would fail the same way.
-                if local || attempts > retries {
+                if kind.is_none() || attempts > retries {
                     break;
                 }
             }

@@ -12,9 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{HealthConfig, NodeAddr};
+use crate::config::HealthConfig;
 use crate::connect::{self, AttemptError};
-use crate::node::Node;
+use crate::node::{Node, Source};
 use crate::server::Shared;
 
 /// Why a probe failed.
@@ -50,16 +50,17 @@ pub enum ProbeError {
 impl ProbeError {
     fn is_node_fault(&self) -> bool {
         match self {
-            ProbeError::Connect(e) => e.is_node_fault(),
+            ProbeError::Connect(e) => e.kind().is_some(),
             _ => true,
         }
     }
 }
 
-/// Probes `address` once with the given settings.
-pub async fn probe(address: &NodeAddr, health: &HealthConfig) -> Result<(), ProbeError> {
+/// Probes `node` once with the given settings. A name is resolved again once its answer is
+/// older than the probe interval.
+pub async fn probe(node: &Node, health: &HealthConfig) -> Result<(), ProbeError> {
     let exchange = async {
-        let mut stream = connect::open(address, health.timeout).await?;
+        let mut stream = connect::open(node, health.timeout, health.interval).await?;
         if let Some(send) = &health.send {
             stream.write_all(send).await?;
         }
@@ -96,9 +97,18 @@ fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(0.9 + 0.2 * fastrand::f64())
 }
 
-/// Runs the probe loop of `node` until `stop` is cancelled. The first probe runs within the
-/// first tenth of an interval, so a new node's state is known quickly.
+/// Runs the probe loop of `node` until `stop` is cancelled or a reload removes the node. The
+/// first probe runs within the first tenth of an interval, so a new node's state is known
+/// quickly.
 pub async fn run(node: Arc<Node>, shared: Arc<Shared>, stop: CancellationToken) {
+    tokio::select! {
+        () = probe_loop(&node, &shared) => {}
+        () = stop.cancelled() => {}
+        () = node.removed.cancelled() => {}
+    }
+}
+
+async fn probe_loop(node: &Node, shared: &Shared) {
     let first = shared
         .config()
         .health
@@ -106,18 +116,13 @@ pub async fn run(node: Arc<Node>, shared: Arc<Shared>, stop: CancellationToken) 
         .mul_f64(0.1 * fastrand::f64());
     let mut next = Instant::now() + first;
     loop {
-        tokio::select! {
-            () = tokio::time::sleep_until(next) => {}
-            () = stop.cancelled() => return,
-        }
+        tokio::time::sleep_until(next).await;
         let config = shared.config();
-        let result = tokio::select! {
-            result = probe(&node.address, &config.health) => result,
-            () = stop.cancelled() => return,
-        };
-        match result {
-            Ok(()) => node.observe(true, &"probe passed"),
-            Err(e) if e.is_node_fault() => node.observe(false, &format_args!("probe: {e}")),
+        match probe(node, &config.health).await {
+            Ok(()) => node.observe(Source::Probe, true, &"probe passed"),
+            Err(e) if e.is_node_fault() => {
+                node.observe(Source::Probe, false, &format_args!("probe: {e}"));
+            }
             Err(e) => tracing::debug!(node = %node.address, error = %e, "probe not run"),
         }
         next = (next + jittered(config.health.interval)).max(Instant::now());

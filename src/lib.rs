@@ -16,7 +16,10 @@
 //! - [`pool`]: per-thread pools of copy buffers and pipes, held only while bytes move.
 //! - [`server`]: the accept loop, connection limit, per-connection tasks, drain.
 //! - [`health`]: the active probe loop of each node.
-//! - [`shutdown`]: the signals that stop tierlb.
+//! - [`shutdown`]: the signals that stop and reload tierlb.
+//! - [`reload`]: the pure node-list diff and its application on SIGHUP.
+//! - [`metrics`]: counters, the connect-latency histogram, Prometheus rendering.
+//! - [`admin`]: the HTTP endpoint for metrics, status, the status page and node drain.
 //! - [`net`]: socket options.
 //!
 //! # How a connection flows
@@ -39,24 +42,29 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod balancer;
 pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod health;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod pool;
+pub mod reload;
 pub mod server;
 pub mod shutdown;
 pub mod splice;
 
 pub use config::Config;
 
-/// Serves `config` until `shutdown` is cancelled, then drains. See [`server::run`].
+/// Serves `config` until `shutdown` is cancelled, then drains; each configuration received
+/// on `reloads` is put in force without dropping a connection. See [`server::run`].
 pub async fn run(
     config: Config,
     shutdown: tokio_util::sync::CancellationToken,
+    reloads: tokio::sync::mpsc::UnboundedReceiver<Config>,
 ) -> std::io::Result<()> {
-    server::run(config, shutdown).await
+    server::run(config, shutdown, reloads).await
 }

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(args.log_format);
-    match serve(config) {
+    match serve(args, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -55,7 +55,7 @@ fn init_logging(format: LogFormat) {
 /// With one thread everything (accept loop, connections, probes) runs on the main thread, with
 /// no cross-thread wake-ups at all. With more, the server itself is spawned so that the accept
 /// loop runs on a worker like every connection, and the main thread only waits.
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(args: Args, config: Config) -> anyhow::Result<()> {
     let threads = config.threads;
     let runtime = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -70,9 +70,20 @@ fn serve(config: Config) -> anyhow::Result<()> {
     .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tierlb::shutdown::cancel_on_signal(shutdown.clone())
+        let (reloads, reloaded) = tokio::sync::mpsc::unbounded_channel();
+        // SIGHUP re-reads the same file with the same flags; a bad file is reported exactly
+        // as --check would, and the configuration in force stays.
+        let reload = move || match args.load_config() {
+            Ok(config) => {
+                if reloads.send(config).is_err() {
+                    tracing::debug!("reload after the server stopped: ignored");
+                }
+            }
+            Err(e) => tracing::error!("reload failed, keeping the configuration in force: {e}"),
+        };
+        tierlb::shutdown::handle_signals(shutdown.clone(), reload)
             .context("cannot install signal handlers")?;
-        tokio::spawn(tierlb::run(config, shutdown))
+        tokio::spawn(tierlb::run(config, shutdown, reloaded))
             .await
             .context("the server task failed")??;
         anyhow::Ok(())

@@ -1,4 +1,5 @@
-//! Nodes and their health: the one shared truth read by picking, probing and (later) metrics.
+//! Nodes and their health: the one shared truth read by picking, probing, metrics and the
+//! admin endpoint.
 //!
 //! A [`Node`] holds its address, weight, active connection count and [`Health`]. Health is a
 //! small state machine ([`Health::observe`]) fed by every result about the node: real connect
@@ -7,10 +8,15 @@
 //! lock and concurrent results can never lose an update or log a transition twice.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{NodeAddr, NodeConfig};
+use crate::connect::DnsCache;
+use crate::metrics::NodeStats;
 
 /// Health of one node, as a value: whether it is up, and the current run of results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,36 +117,90 @@ impl Health {
     }
 }
 
-/// One backend node and its live state.
+/// The last health result recorded for a node, for `/status`.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// Whether it passed.
+    pub passed: bool,
+    /// Why (e.g. "probe passed", "connect: connection refused").
+    pub reason: String,
+    /// When.
+    pub at: SystemTime,
+}
+
+/// Where a health result comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// An active probe.
+    Probe,
+    /// A real connect attempt for a client.
+    Connect,
+}
+
+/// One backend node and its live state. Settings that a reload may change are atomics, so a
+/// node keeps its identity (health, active count, counters) across reloads.
 #[derive(Debug)]
 pub struct Node {
     /// Where the node listens.
     pub address: NodeAddr,
     /// Relative share of connections.
-    pub weight: u32,
+    weight: AtomicU32,
     /// Most connections at once, `u32::MAX` when unlimited.
-    max_connections: u32,
+    max_connections: AtomicU32,
     /// Connections open to the node, connect attempts in progress included.
     active: AtomicU32,
     /// Packed [`Health`].
     health: AtomicU64,
     /// Thresholds for [`Health::observe`].
-    rise: u32,
-    fall: u32,
+    rise: AtomicU32,
+    fall: AtomicU32,
+    /// Taken out of service by an operator: no new connections, open ones run on.
+    drained: AtomicBool,
+    /// Cancelled when a reload removes the node: its probe loop ends.
+    pub removed: CancellationToken,
+    /// Counters for metrics.
+    pub stats: NodeStats,
+    /// The last probe result, or the last failed connect if more recent.
+    last_check: Mutex<Option<Check>>,
+    /// Recent DNS answers for a named node.
+    pub dns: DnsCache,
 }
 
 impl Node {
     /// A new node, up on probation, with the given health thresholds.
     pub fn new(config: &NodeConfig, rise: u32, fall: u32) -> Node {
-        Node {
+        let node = Node {
             address: config.address.clone(),
-            weight: config.weight,
-            max_connections: config.max_connections.unwrap_or(u32::MAX),
+            weight: AtomicU32::new(1),
+            max_connections: AtomicU32::new(u32::MAX),
             active: AtomicU32::new(0),
             health: AtomicU64::new(Health::NEW.pack()),
-            rise,
-            fall,
-        }
+            rise: AtomicU32::new(rise),
+            fall: AtomicU32::new(fall),
+            drained: AtomicBool::new(false),
+            removed: CancellationToken::new(),
+            stats: NodeStats::default(),
+            last_check: Mutex::new(None),
+            dns: DnsCache::default(),
+        };
+        node.configure(config, rise, fall);
+        node
+    }
+
+    /// Applies (re)loaded settings; health, active count and counters are kept.
+    pub fn configure(&self, config: &NodeConfig, rise: u32, fall: u32) {
+        self.weight.store(config.weight.max(1), Ordering::Relaxed);
+        self.max_connections.store(
+            config.max_connections.unwrap_or(u32::MAX),
+            Ordering::Relaxed,
+        );
+        self.rise.store(rise, Ordering::Relaxed);
+        self.fall.store(fall, Ordering::Relaxed);
+    }
+
+    /// Relative share of connections.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
     }
 
     /// Connections open now (attempts in progress included).
@@ -148,9 +208,23 @@ impl Node {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Whether the node is at its `max_connections`.
+    /// Whether the node takes no new connection now: at its `max_connections`, or drained.
     pub fn is_full(&self) -> bool {
-        self.active() >= self.max_connections
+        self.active() >= self.max_connections.load(Ordering::Relaxed)
+            || self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Whether an operator drained the node.
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Drains the node (no new connections) or puts it back in service.
+    pub fn set_drained(&self, drained: bool) {
+        if self.drained.swap(drained, Ordering::Relaxed) != drained {
+            let state = if drained { "drained" } else { "enabled" };
+            tracing::info!(node = %self.address, active = self.active(), "node {state} by the operator");
+        }
     }
 
     /// The current health.
@@ -163,10 +237,18 @@ impl Node {
         self.health().up
     }
 
-    /// Takes one connection slot, unless the node is at its `max_connections`. The slot is
-    /// given back when the returned guard drops, on every exit path.
+    /// The last recorded health result.
+    pub fn last_check(&self) -> Option<Check> {
+        self.last_check.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// Takes one connection slot, unless the node is full or drained. The slot is given back
+    /// when the returned guard drops, on every exit path.
     pub fn try_acquire(self: &Arc<Node>) -> Option<ActiveGuard> {
-        let max = self.max_connections;
+        if self.is_drained() {
+            return None;
+        }
+        let max = self.max_connections.load(Ordering::Relaxed);
         self.active
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
                 (n < max).then_some(n + 1)
@@ -177,12 +259,26 @@ impl Node {
         })
     }
 
-    /// Records one result about the node (a connect attempt or a probe) and logs the state
-    /// change it causes, once, with `reason`.
-    pub fn observe(&self, passed: bool, reason: &dyn fmt::Display) {
+    /// Records one result about the node and logs the state change it causes, once, with
+    /// `reason`. A passing connect is not kept as the last check: it is the common case on
+    /// the hot path, and costs only an atomic load here.
+    pub fn observe(&self, source: Source, passed: bool, reason: &dyn fmt::Display) {
+        if !(passed && source == Source::Connect) {
+            if let Ok(mut last) = self.last_check.lock() {
+                *last = Some(Check {
+                    passed,
+                    reason: reason.to_string(),
+                    at: SystemTime::now(),
+                });
+            }
+        }
+        let (rise, fall) = (
+            self.rise.load(Ordering::Relaxed),
+            self.fall.load(Ordering::Relaxed),
+        );
         let mut current = self.health.load(Ordering::Acquire);
         loop {
-            let (next, transition) = Health::unpack(current).observe(passed, self.rise, self.fall);
+            let (next, transition) = Health::unpack(current).observe(passed, rise, fall);
             let next = next.pack();
             if next == current {
                 return;
@@ -196,9 +292,11 @@ impl Node {
                 Ok(_) => {
                     match transition {
                         Some(Transition::Down) => {
+                            self.stats.went_down.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(node = %self.address, %reason, "node down");
                         }
                         Some(Transition::Up) => {
+                            self.stats.went_up.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(node = %self.address, %reason, "node up");
                         }
                         None => {}
@@ -230,22 +328,31 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// The nodes in service, in configured order. Shared behind an `ArcSwap`, so readers never lock.
+/// The nodes in service, in configured order, and the nodes a reload removed that still have
+/// connections running. Shared behind an `ArcSwap`, so readers never lock.
 #[derive(Debug, Default)]
 pub struct NodeSet {
-    /// The nodes.
+    /// The nodes in service.
     pub nodes: Vec<Arc<Node>>,
+    /// Removed by a reload, draining their open connections; no new connection goes there.
+    pub retired: Vec<Arc<Node>>,
 }
 
 impl NodeSet {
-    /// Builds the set for a list of node configs.
+    /// Builds the set for a list of node configs, every node new.
     pub fn new(nodes: &[NodeConfig], rise: u32, fall: u32) -> NodeSet {
         NodeSet {
             nodes: nodes
                 .iter()
                 .map(|n| Arc::new(Node::new(n, rise, fall)))
                 .collect(),
+            retired: Vec::new(),
         }
+    }
+
+    /// The node in service with this address, as written in the config or as displayed.
+    pub fn find(&self, address: &str) -> Option<&Arc<Node>> {
+        self.nodes.iter().find(|n| n.address.to_string() == address)
     }
 }
 

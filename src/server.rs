@@ -1,4 +1,5 @@
-//! The listener: accept loop, connection limit, one task per client, and the drain at the end.
+//! The listener: accept loop, connection limit, one task per client, reloads, and the drain
+//! at the end.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,16 +9,17 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
 use crate::connect::{self, Connected};
+use crate::metrics::{ActiveClient, ListenerStats};
 use crate::node::NodeSet;
 use crate::splice::{self, End};
-use crate::{health, net};
+use crate::{admin, health, net, reload};
 
 /// Longest pause of the accept loop while out of descriptors or memory.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -32,6 +34,8 @@ pub struct Shared {
     nodes: ArcSwap<NodeSet>,
     /// Grows by one per pick, so nodes with equal load take turns.
     next_pick: AtomicUsize,
+    /// Listener counters.
+    pub listener: ListenerStats,
 }
 
 impl Shared {
@@ -42,7 +46,14 @@ impl Shared {
             config: ArcSwap::from_pointee(config),
             nodes: ArcSwap::from_pointee(nodes),
             next_pick: AtomicUsize::new(0),
+            listener: ListenerStats::default(),
         })
+    }
+
+    /// Puts a reloaded configuration and its node set in force (see [`crate::reload`]).
+    pub fn replace(&self, config: Config, nodes: NodeSet) {
+        self.nodes.store(Arc::new(nodes));
+        self.config.store(Arc::new(config));
     }
 
     /// The configuration in force.
@@ -57,12 +68,17 @@ impl Shared {
 }
 
 /// Binds `config.listen`, then serves until `shutdown` is cancelled, then drains open
-/// connections for up to `timeouts.drain`. Logs the bound address once bound.
-pub async fn run(config: Config, shutdown: CancellationToken) -> io::Result<()> {
+/// connections for up to `timeouts.drain`. Each configuration received on `reloads` is put in
+/// force without dropping a connection. Logs the bound address once bound.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    reloads: mpsc::UnboundedReceiver<Config>,
+) -> io::Result<()> {
     let listen = config.listen;
     let listener = net::bind_listener(listen)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
-    serve(listener, config, shutdown).await
+    serve(listener, config, shutdown, reloads).await
 }
 
 /// Serves clients of an already bound `listener` (its address wins over `config.listen`)
@@ -70,10 +86,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> io::Result<()> 
 /// know the address before serving.
 pub async fn serve(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     shutdown: CancellationToken,
+    mut reloads: mpsc::UnboundedReceiver<Config>,
 ) -> io::Result<()> {
     let local = listener.local_addr()?;
+    config.listen = local;
     tracing::info!(
         addr = %local,
         nodes = config.nodes.len(),
@@ -81,30 +99,43 @@ pub async fn serve(
         connect_timeout = %humantime::format_duration(config.timeouts.connect),
         "listening"
     );
-    let drain = config.timeouts.drain;
     let limit = config
         .max_connections
         .map(|max| Arc::new(Semaphore::new(max as usize)));
+    let admin = config.admin.listen;
     let shared = Shared::new(config);
+    if let Some(addr) = admin {
+        admin::start(addr, Arc::clone(&shared), shutdown.clone())?;
+    }
 
     let probes = TaskTracker::new();
     let stop_probes = CancellationToken::new();
+    let start_probe = |node| {
+        probes.spawn(health::run(node, Arc::clone(&shared), stop_probes.clone()));
+    };
     for node in &shared.nodes().nodes {
-        probes.spawn(health::run(
-            Arc::clone(node),
-            Arc::clone(&shared),
-            stop_probes.clone(),
-        ));
+        start_probe(Arc::clone(node));
     }
 
     let connections = TaskTracker::new();
-    accept_loop(&listener, &shared, limit, &connections, &shutdown).await;
+    let reloading = async {
+        while let Some(config) = reloads.recv().await {
+            reload::apply(&shared, config, start_probe);
+        }
+        // No more reloads can come: wait for the end.
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = accept_loop(&listener, &shared, limit, &connections, &shutdown) => {}
+        () = reloading => {}
+    }
     // Closing the listener makes new clients see "connection refused" right away.
     drop(listener);
     stop_probes.cancel();
     connections.close();
     probes.close();
 
+    let drain = shared.config().timeouts.drain;
     let open = connections.len();
     tracing::info!(open, drain = %humantime::format_duration(drain), "stopped accepting; draining");
     if tokio::time::timeout(drain, connections.wait())
@@ -149,6 +180,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok((client, peer)) => {
+                shared.listener.accepted.fetch_add(1, Ordering::Relaxed);
                 if exhausted {
                     tracing::info!("accepting again");
                     exhausted = false;
@@ -162,6 +194,7 @@ async fn accept_loop(
                     .spawn(handle(client, peer, Arc::clone(shared), permit).instrument(span));
             }
             Err(e) if net::is_resource_exhaustion(&e) => {
+                shared.listener.rejected.fetch_add(1, Ordering::Relaxed);
                 if !exhausted {
                     tracing::warn!(error = %e, "cannot accept: out of resources; backing off until some are freed");
                     exhausted = true;
@@ -195,22 +228,31 @@ async fn accept_loop(
     }
 }
 
-/// One client: connect to a node (with retries), splice, log the end. The permit (if any)
-/// and the node slot are released when this returns, on every path.
+/// One client: connect to a node (with retries), splice, count and log the end. The permit
+/// (if any), the node slot and the listener's active count are released when this returns,
+/// on every path.
 async fn handle(
     client: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     _permit: Option<OwnedSemaphorePermit>,
 ) {
+    let _active = ActiveClient::new(Arc::clone(&shared));
     let config = shared.config();
     let nodes = shared.nodes();
-    let start = shared.next_pick.fetch_add(1, Ordering::Relaxed);
-    let connected =
-        connect::connect(&nodes.nodes, start, config.retries, config.timeouts.connect).await;
+    let turn = shared.next_pick.fetch_add(1, Ordering::Relaxed);
+    let connected = connect::connect(
+        &nodes.nodes,
+        turn,
+        config.retries,
+        config.timeouts.connect,
+        config.health.interval,
+    )
+    .await;
     let Connected { stream, slot } = match connected {
         Ok(connected) => connected,
         Err(error) => {
+            shared.listener.failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(client = %peer, %error, "closing client: no node could take it");
             return;
         }
@@ -221,6 +263,8 @@ async fn handle(
     let outcome = splice::splice(client, stream, idle).await;
     let node = Arc::clone(slot.node());
     drop(slot);
+    node.stats
+        .closed(outcome.client_to_node, outcome.node_to_client);
     let end: &dyn std::fmt::Display = match &outcome.end {
         End::Done => &"done",
         End::Idle => &"idle timeout",

@@ -1,23 +1,38 @@
-//! Signals that stop tierlb: SIGTERM (what `docker stop`, systemd and Kubernetes send) and
-//! SIGINT (Ctrl-C) both mean "stop accepting, let open connections finish, exit 0".
+//! Signals, each with why it means what it does:
+//! - SIGTERM (what `docker stop`, systemd and Kubernetes send) and SIGINT (Ctrl-C): stop
+//!   accepting, let open connections finish, exit 0.
+//! - SIGHUP (the reload convention of nginx, HAProxy and most daemons): read the config
+//!   again and put it in force without dropping a connection.
 
 use std::io;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `shutdown` on the first SIGTERM or SIGINT. The handlers are installed before this
-/// returns, so a signal that arrives right after start-up is not lost.
-pub fn cancel_on_signal(shutdown: CancellationToken) -> io::Result<()> {
+/// Cancels `shutdown` on the first SIGTERM or SIGINT, and calls `reload` on each SIGHUP. The
+/// handlers are installed before this returns, so a signal right after start-up is not lost.
+pub fn handle_signals(
+    shutdown: CancellationToken,
+    reload: impl Fn() + Send + 'static,
+) -> io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::info!(signal = name, "shutting down");
-        shutdown.cancel();
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                _ = hup.recv() => {
+                    tracing::info!(signal = "SIGHUP", "reloading the configuration");
+                    reload();
+                    continue;
+                }
+            };
+            tracing::info!(signal = name, "shutting down");
+            shutdown.cancel();
+            return;
+        }
     });
     Ok(())
 }
