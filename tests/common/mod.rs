@@ -71,12 +71,16 @@ impl Tierlb {
         let line = tierlb
             .wait_log("listening", 1)
             .unwrap_or_else(|| panic!("tierlb did not log its address: {:?}", tierlb.lines()));
-        let addr = line
-            .split_whitespace()
-            .find_map(|word| word.strip_prefix("addr="))
-            .expect("addr= in the listening line");
-        tierlb.addr = addr.parse().expect("bound address");
+        tierlb.addr = addr_in(&line).unwrap_or_else(|| panic!("no address in {line}"));
         tierlb
+    }
+
+    /// The address in the first log line containing `needle` and an `addr=` field.
+    pub fn logged_addr(&self, needle: &str) -> SocketAddr {
+        let line = self
+            .wait_log(needle, 1)
+            .unwrap_or_else(|| panic!("no {needle:?} line: {:?}", self.lines()));
+        addr_in(&line).unwrap_or_else(|| panic!("no addr in {line}"))
     }
 
     /// The process id.
@@ -98,12 +102,13 @@ impl Tierlb {
             .count()
     }
 
-    /// Waits (up to [`WAIT`]) until `count` lines contain `needle`; returns the last of them.
+    /// Waits (up to [`WAIT`]) until `count` lines contain `needle`; returns the `count`-th.
     pub fn wait_log(&self, needle: &str, count: usize) -> Option<String> {
         self.wait_log_all(&[needle], count, WAIT)
     }
 
-    /// Waits up to `limit` until `count` lines contain every one of `needles`.
+    /// Waits up to `limit` until `count` lines contain every one of `needles`; returns the
+    /// `count`-th such line.
     pub fn wait_log_all(&self, needles: &[&str], count: usize, limit: Duration) -> Option<String> {
         let deadline = Instant::now() + limit;
         let (lines, changed) = &*self.log;
@@ -113,8 +118,8 @@ impl Tierlb {
                 .iter()
                 .filter(|l| needles.iter().all(|n| l.contains(n)))
                 .collect();
-            if matching.len() >= count {
-                return matching.last().map(|l| (*l).clone());
+            if matching.len() >= count.max(1) {
+                return Some(matching[count.max(1) - 1].clone());
             }
             let now = Instant::now();
             if now >= deadline {
@@ -153,6 +158,18 @@ impl Drop for Tierlb {
     }
 }
 
+/// The `addr` field of a log line, text (`addr=IP:PORT`) or JSON (`"addr":"IP:PORT"`).
+fn addr_in(line: &str) -> Option<SocketAddr> {
+    let text = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("addr="));
+    let json = line
+        .split("\"addr\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next());
+    text.or(json)?.parse().ok()
+}
+
 /// Polls `f` every 10 ms until it returns `Some`, for at most `limit`.
 pub fn wait_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
@@ -181,6 +198,11 @@ impl ConfigFile {
             .expect("temp file");
         std::io::Write::write_all(&mut file, text.as_bytes()).expect("write config");
         ConfigFile { file }
+    }
+
+    /// Replaces the file's content (for reload tests).
+    pub fn rewrite(&self, text: &str) {
+        std::fs::write(self.file.path(), text).expect("rewrite config");
     }
 
     /// The file's path as a string.
@@ -460,4 +482,83 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     let utime: u64 = fields[11].parse().expect("utime");
     let stime: u64 = fields[12].parse().expect("stime");
     utime + stime
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns the status code and the body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        std::io::Result::Ok(String::from_utf8_lossy(&response).into_owned())
+    };
+    let response = tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("admin answered in time")
+        .expect("admin request");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    (status, decode_chunked(head, body))
+}
+
+/// The body of a response, with chunked transfer encoding undone if the head says so.
+fn decode_chunked(head: &str, body: &str) -> String {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_owned();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    out
+}
+
+/// The value of one metric sample, e.g. `metric(text, "tierlb_node_up{node=\"a\"}")`.
+pub fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Whether an external tool runs; if not, whether the caller may skip (CI sets
+/// `TIERLB_SKIP_<NAME>` with the reason only where the package truly cannot be installed).
+pub fn tool_or_skip(program: &str, skip_var: &str) -> bool {
+    if Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return true;
+    }
+    match std::env::var(skip_var) {
+        Ok(reason) => {
+            eprintln!("skipping the {program} check: {reason}");
+            false
+        }
+        Err(_) => panic!("{program} is not installed (set {skip_var}=<reason> to skip on purpose)"),
+    }
 }
