@@ -83,11 +83,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
     let nodes = shared.nodes();
-    let text = metrics::render(
-        &nodes.nodes,
-        &shared.listener,
-        &shared.config().listen.to_string(),
-    );
+    let text = metrics::render(&nodes.nodes, &shared.listener, &shared.bound.to_string());
     (
         [(
             header::CONTENT_TYPE,
@@ -108,7 +104,7 @@ pub fn status_json(shared: &Shared) -> Value {
     let nodes = shared.nodes();
     let l = &shared.listener;
     json!({
-        "listen": shared.config().listen.to_string(),
+        "listen": shared.bound.to_string(),
         "listener": {
             "accepted": l.accepted.load(Relaxed),
             "rejected": l.rejected.load(Relaxed),
@@ -269,10 +265,10 @@ async fn page(State(shared): State<Arc<Shared>>) -> Html<String> {
             )
         })
         .collect();
-    Html(PAGE.replace("{{ROWS}}", &rows).replace(
-        "{{LISTEN}}",
-        &html_escape(&shared.config().listen.to_string()),
-    ))
+    Html(
+        PAGE.replace("{{ROWS}}", &rows)
+            .replace("{{LISTEN}}", &html_escape(&shared.bound.to_string())),
+    )
 }
 
 fn html_escape(text: &str) -> String {

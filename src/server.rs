@@ -36,17 +36,20 @@ pub struct Shared {
     next_pick: AtomicUsize,
     /// Listener counters.
     pub listener: ListenerStats,
+    /// The address the listener is bound to (the configured one may say port 0).
+    pub bound: SocketAddr,
 }
 
 impl Shared {
-    /// Shared state for `config`, every node new (up, on probation).
-    pub fn new(config: Config) -> Arc<Shared> {
+    /// Shared state for `config` served on `bound`, every node new (up, on probation).
+    pub fn new(config: Config, bound: SocketAddr) -> Arc<Shared> {
         let nodes = NodeSet::new(&config.nodes, config.health.rise, config.health.fall);
         Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             nodes: ArcSwap::from_pointee(nodes),
             next_pick: AtomicUsize::new(0),
             listener: ListenerStats::default(),
+            bound,
         })
     }
 
@@ -86,12 +89,11 @@ pub async fn run(
 /// know the address before serving.
 pub async fn serve(
     listener: TcpListener,
-    mut config: Config,
+    config: Config,
     shutdown: CancellationToken,
     mut reloads: mpsc::UnboundedReceiver<Config>,
 ) -> io::Result<()> {
     let local = listener.local_addr()?;
-    config.listen = local;
     tracing::info!(
         addr = %local,
         nodes = config.nodes.len(),
@@ -103,7 +105,7 @@ pub async fn serve(
         .max_connections
         .map(|max| Arc::new(Semaphore::new(max as usize)));
     let admin = config.admin.listen;
-    let shared = Shared::new(config);
+    let shared = Shared::new(config, local);
     if let Some(addr) = admin {
         admin::start(addr, Arc::clone(&shared), shutdown.clone())?;
     }
