@@ -30,8 +30,8 @@ use crate::node::Node;
 use crate::server::Shared;
 
 /// Binds `addr` now (so a taken port fails start-up), then serves on a dedicated thread until
-/// `shutdown` is cancelled.
-pub fn start(addr: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken) -> io::Result<()> {
+/// `stop` is cancelled.
+pub fn start(addr: SocketAddr, shared: Arc<Shared>, stop: CancellationToken) -> io::Result<()> {
     let listener = std::net::TcpListener::bind(addr)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| io::Error::new(e.kind(), format!("cannot serve admin on {addr}: {e}")))?;
@@ -53,7 +53,7 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken)
                 let served = async {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
                     axum::serve(listener, router(shared))
-                        .with_graceful_shutdown(shutdown.cancelled_owned())
+                        .with_graceful_shutdown(stop.cancelled_owned())
                         .await
                 };
                 if let Err(e) = served.await {

@@ -106,8 +106,11 @@ pub async fn serve(
         .map(|max| Arc::new(Semaphore::new(max as usize)));
     let admin = config.admin.listen;
     let shared = Shared::new(config, local);
+    // The admin endpoint keeps serving through the drain, and stops when this returns.
+    let admin_stop = CancellationToken::new();
+    let _stop_admin_on_return = admin_stop.clone().drop_guard();
     if let Some(addr) = admin {
-        admin::start(addr, Arc::clone(&shared), shutdown.clone())?;
+        admin::start(addr, Arc::clone(&shared), admin_stop)?;
     }
 
     let probes = TaskTracker::new();
