@@ -246,13 +246,17 @@ async fn handle(
     let config = shared.config();
     let nodes = shared.nodes();
     let turn = shared.next_pick.fetch_add(1, Ordering::Relaxed);
-    let connected = connect::connect(
+    // The connect phase (retries, DNS, timeouts) is a larger future than the splice that
+    // follows; boxing it keeps it out of this task's own state, so a long-lived connection
+    // holds only what the splice needs. One short-lived allocation per connection buys about
+    // half a KiB per open connection.
+    let connected = Box::pin(connect::connect(
         &nodes.nodes,
         turn,
         config.retries,
         config.timeouts.connect,
         config.health.interval,
-    )
+    ))
     .await;
     let Connected { stream, slot } = match connected {
         Ok(connected) => connected,
