@@ -169,6 +169,8 @@ impl Drop for ActiveClient {
 type Field = fn(&NodeStats) -> &AtomicU64;
 
 /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
+///
+/// `writeln!` into a `String` cannot fail, so its `fmt::Result` is ignored throughout.
 pub fn render(nodes: &[Arc<Node>], listener: &ListenerStats, listen: &str) -> String {
     let mut out = String::with_capacity(1024 + nodes.len() * 2048);
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
