@@ -544,9 +544,10 @@ pub fn metric(text: &str, sample: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Whether an external tool runs; if not, whether the caller may skip (CI sets
-/// `TIERLB_SKIP_<NAME>` with the reason only where the package truly cannot be installed).
-pub fn tool_or_skip(program: &str, skip_var: &str) -> bool {
+/// Whether an external tool runs. If it does not, the check that needs it is skipped with a
+/// printed reason, unless `TIERLB_REQUIRE_TOOLS` is set (CI sets it once it has installed
+/// them), in which case a missing tool fails the test.
+pub fn tool_available(program: &str) -> bool {
     if Command::new(program)
         .arg("--version")
         .output()
@@ -554,11 +555,12 @@ pub fn tool_or_skip(program: &str, skip_var: &str) -> bool {
     {
         return true;
     }
-    match std::env::var(skip_var) {
-        Ok(reason) => {
-            eprintln!("skipping the {program} check: {reason}");
-            false
-        }
-        Err(_) => panic!("{program} is not installed (set {skip_var}=<reason> to skip on purpose)"),
-    }
+    assert!(
+        std::env::var_os("TIERLB_REQUIRE_TOOLS").is_none(),
+        "{program} is required (TIERLB_REQUIRE_TOOLS is set) but does not run"
+    );
+    eprintln!(
+        "skipping the {program} check: {program} is not installed (bash .ci/run installs it)"
+    );
+    false
 }
