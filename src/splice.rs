@@ -28,7 +28,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use socket2::SockRef;
+use socket2::{SockRef, Socket};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -274,37 +274,40 @@ impl Direction {
     }
 }
 
-/// One `read` from `src` if it is readable.
-///
-/// A read that returns less than asked for has emptied the socket's receive queue, so the
-/// next read would only say "would block". Clearing the readiness right away (by answering
-/// `WouldBlock` to `try_io`) saves that system call on every message; tokio's own `poll_read`
-/// does the same on Linux. Readiness that arrives meanwhile is kept (tokio compares event
-/// ticks), and so is a pending EOF (closed states are never cleared).
+/// One `read` from `src` if it is readable (see [`transfer_once`]).
 fn read_some(src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    let mut short = 0;
-    let result = src.try_io(Interest::READABLE, || {
-        let n = (&*SockRef::from(src)).read(buf)?;
-        if 0 < n && n < buf.len() {
-            short = n;
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(n)
-    });
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => Ok(short),
-        result => result,
-    }
+    transfer_once(src, Interest::READABLE, buf.len(), |socket| {
+        let mut socket: &Socket = socket;
+        socket.read(buf)
+    })
 }
 
-/// One `write` to `dst` if it is writable. A short write means the send buffer is full:
-/// readiness is cleared at once, as in [`read_some`], so the caller waits for room instead of
-/// first failing a write with "would block".
+/// One `write` to `dst` if it is writable (see [`transfer_once`]).
 fn write_some(dst: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    transfer_once(dst, Interest::WRITABLE, bytes.len(), |socket| {
+        let mut socket: &Socket = socket;
+        socket.write(bytes)
+    })
+}
+
+/// One read or write of up to `len` bytes on `stream`, if it is ready for `interest`.
+///
+/// A transfer shorter than asked for tells that the socket's receive queue is empty (read) or
+/// its send buffer full (write), so the next call would only say "would block". Clearing the
+/// readiness right away (by answering `WouldBlock` to `try_io`) saves that system call on every
+/// message, and makes the caller wait for readiness instead; tokio's own `poll_read` does the
+/// same on Linux. Readiness that arrives meanwhile is kept (tokio compares event ticks), and
+/// so is a pending EOF (closed states are never cleared).
+fn transfer_once(
+    stream: &TcpStream,
+    interest: Interest,
+    len: usize,
+    mut op: impl FnMut(&Socket) -> io::Result<usize>,
+) -> io::Result<usize> {
     let mut short = 0;
-    let result = dst.try_io(Interest::WRITABLE, || {
-        let n = (&*SockRef::from(dst)).write(bytes)?;
-        if n < bytes.len() {
+    let result = stream.try_io(interest, || {
+        let n = op(&SockRef::from(stream))?;
+        if 0 < n && n < len {
             short = n;
             return Err(io::ErrorKind::WouldBlock.into());
         }
