@@ -82,3 +82,45 @@ async fn weights_from_a_file_mixing_both_node_forms() {
     assert_eq!(counts.get("light1"), Some(&10), "{counts:?}");
     assert_eq!(counts.get("light2"), Some(&10), "{counts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_per_node_and_per_listener() {
+    use std::time::Duration;
+    use tokio::io::AsyncBufReadExt;
+
+    let nodes = [Backend::start("small").await, Backend::start("big").await];
+    let config = ConfigFile::new(&format!(
+        "listen = \"127.0.0.1:0\"\nmax_connections = 4\nnodes = [\n  {{ address = \"{}\", max_connections = 1 }},\n  \"{}\",\n]\n",
+        nodes[0].addr, nodes[1].addr
+    ));
+    let tierlb = Tierlb::with_config(&config);
+
+    // The node limit: the small node takes one connection, the rest go to the big one.
+    let held = hold(tierlb.addr, 4).await;
+    let counts = tally(&held);
+    assert_eq!(counts.get("small"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("big"), Some(&3), "{counts:?}");
+
+    // The listener limit: a fifth client waits in the backlog, unserved ...
+    let waiting = TcpStream::connect(tierlb.addr)
+        .await
+        .expect("kernel accepts");
+    let mut waiting = tokio::io::BufReader::new(waiting);
+    let mut greeting = String::new();
+    let early =
+        tokio::time::timeout(Duration::from_millis(500), waiting.read_line(&mut greeting)).await;
+    assert!(
+        early.is_err(),
+        "served beyond max_connections: {greeting:?}"
+    );
+    // ... until a held connection closes.
+    drop(held);
+    tokio::time::timeout(common::WAIT, waiting.read_line(&mut greeting))
+        .await
+        .expect("served once a slot frees")
+        .expect("greeting");
+    assert!(
+        greeting.starts_with("small") || greeting.starts_with("big"),
+        "{greeting:?}"
+    );
+}
