@@ -43,8 +43,8 @@ pub fn diff(old: &[&NodeAddr], new: &[&NodeAddr]) -> Diff {
     d
 }
 
-/// Puts `new` in force. `start_probe` is called for each added node. Returns the diff applied.
-pub fn apply(shared: &Shared, mut new: Config, start_probe: impl Fn(Arc<Node>)) -> Diff {
+/// Puts `new` in force. `start_probe` is called for each added node.
+pub fn apply(shared: &Shared, mut new: Config, start_probe: impl Fn(Arc<Node>)) {
     let old = shared.config();
     keep_fixed(&old, &mut new);
     let current = shared.nodes();
@@ -92,7 +92,6 @@ pub fn apply(shared: &Shared, mut new: Config, start_probe: impl Fn(Arc<Node>)) 
         removed = d.removed.len(),
         "configuration reloaded"
     );
-    d
 }
 
 /// Keeps the settings a reload cannot change, warning about each attempt to.
