@@ -300,6 +300,10 @@ mod tests {
                 "listen = \"127.0.0.1:1\"\nnodes = [\"::1:80\"]\n",
                 "needs brackets",
             ),
+            (
+                "listen = \"127.0.0.1:1\"\nnodes = [\"a:1\"]\n[timeouts]\nidle = \"1000years\"\n",
+                "t.toml:4: `timeouts.idle` must be at most 365 days",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(text).expect_err(text).to_string();

@@ -112,6 +112,10 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+/// Longest accepted duration: far beyond any useful timeout, and far enough below the clock's
+/// range that deadlines computed from it never overflow.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Turns raw values into checked ones, reporting the key and line of the first bad value.
 pub(super) struct Validator<'a> {
     pub(super) text: &'a str,
@@ -319,6 +323,14 @@ impl Validator<'_> {
                 key,
                 raw.span(),
                 "must be above zero (zero would spin or never finish), e.g. \"1s\"".to_owned(),
+            ));
+        }
+        if value > MAX_DURATION {
+            return Err(self.invalid(
+                key,
+                raw.span(),
+                "must be at most 365 days (for \"no limit\", 365 days is as good as forever)"
+                    .to_owned(),
             ));
         }
         Ok(value)
