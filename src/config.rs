@@ -304,6 +304,14 @@ mod tests {
                 "listen = \"127.0.0.1:1\"\nnodes = [\"a:1\"]\n[timeouts]\nidle = \"1000years\"\n",
                 "t.toml:4: `timeouts.idle` must be at most 365 days",
             ),
+            (
+                "listen = \"127.0.0.1:1\"\nnodes = [\"a:1\"]\nthreads = 100000\n",
+                "t.toml:3: `threads` is 100000; it must be a whole number from 1 to 1024",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nnodes = [\"a:1\"]\n[health]\nrise = 70000\n",
+                "`health.rise` is 70000; it must be a whole number from 1 to 65535",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(text).expect_err(text).to_string();

@@ -112,6 +112,12 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+/// Most runtime threads: far more than any machine's cores, far fewer than would exhaust it.
+const MAX_THREADS: u32 = 1024;
+
+/// Largest `rise` or `fall`: the health counters are 16-bit.
+const MAX_RISE_FALL: u32 = u16::MAX as u32;
+
 /// Longest accepted duration: far beyond any useful timeout, and far enough below the clock's
 /// range that deadlines computed from it never overflow.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -167,16 +173,16 @@ impl Validator<'_> {
             drain: self.duration("timeouts.drain", t.drain, DEFAULT_DRAIN_TIMEOUT, true)?,
         };
         let retries = match raw.retries {
-            Some(v) => self.count("retries", v, 0)?,
+            Some(v) => self.count("retries", v, 0, u32::MAX)?,
             None => DEFAULT_RETRIES,
         };
         let max_connections = raw
             .max_connections
-            .map(|v| self.count("max_connections", v, 1))
+            .map(|v| self.count("max_connections", v, 1, u32::MAX))
             .transpose()?;
         let admin = self.admin(raw.admin, overrides.admin)?;
         let threads = match raw.threads {
-            Some(v) => self.count("threads", v, 1)? as usize,
+            Some(v) => self.count("threads", v, 1, MAX_THREADS)? as usize,
             None => default_threads(),
         };
         Ok(Config {
@@ -263,12 +269,12 @@ impl Validator<'_> {
                 ));
             }
             let weight = match entry.weight {
-                Some(w) => self.count(&format!("{key}.weight"), w, 1)?,
+                Some(w) => self.count(&format!("{key}.weight"), w, 1, u32::MAX)?,
                 None => 1,
             };
             let max_connections = entry
                 .max_connections
-                .map(|m| self.count(&format!("{key}.max_connections"), m, 1))
+                .map(|m| self.count(&format!("{key}.max_connections"), m, 1, u32::MAX))
                 .transpose()?;
             nodes.push(NodeConfig {
                 address,
@@ -285,11 +291,11 @@ impl Validator<'_> {
             interval: self.duration("health.interval", raw.interval, DEFAULT_INTERVAL, false)?,
             timeout: self.duration("health.timeout", raw.timeout, DEFAULT_PROBE_TIMEOUT, false)?,
             rise: match raw.rise {
-                Some(v) => self.count("health.rise", v, 1)?,
+                Some(v) => self.count("health.rise", v, 1, MAX_RISE_FALL)?,
                 None => DEFAULT_RISE,
             },
             fall: match raw.fall {
-                Some(v) => self.count("health.fall", v, 1)?,
+                Some(v) => self.count("health.fall", v, 1, MAX_RISE_FALL)?,
                 None => DEFAULT_FALL,
             },
             send: text(raw.send).filter(|b| !b.is_empty()),
@@ -336,21 +342,17 @@ impl Validator<'_> {
         Ok(value)
     }
 
-    /// A whole number of at least `min`.
-    fn count(&self, key: &str, raw: Spanned<i64>, min: i64) -> Result<u32, ConfigError> {
+    /// A whole number from `min` to `max`.
+    fn count(&self, key: &str, raw: Spanned<i64>, min: i64, max: u32) -> Result<u32, ConfigError> {
         let value = *raw.get_ref();
-        if value < min || value > i64::from(u32::MAX) {
-            return Err(self.invalid(
+        match u32::try_from(value) {
+            Ok(n) if value >= min && n <= max => Ok(n),
+            _ => Err(self.invalid(
                 key,
                 raw.span(),
-                format!(
-                    "is {value}; it must be a whole number from {min} to {}",
-                    u32::MAX
-                ),
-            ));
+                format!("is {value}; it must be a whole number from {min} to {max}"),
+            )),
         }
-        u32::try_from(value)
-            .map_err(|_| self.invalid(key, raw.span(), format!("{value} is out of range")))
     }
 
     fn invalid(&self, key: &str, span: std::ops::Range<usize>, message: String) -> ConfigError {
