@@ -149,24 +149,75 @@ pub struct ListenerStats {
 }
 
 /// Keeps [`ListenerStats::active`] right on every exit path of a connection.
-pub struct ActiveClient(Arc<crate::server::Shared>);
+pub struct ActiveClient<'a>(&'a ListenerStats);
 
-impl ActiveClient {
+impl<'a> ActiveClient<'a> {
     /// Counts one more open client connection, until the guard drops.
-    pub fn new(shared: Arc<crate::server::Shared>) -> ActiveClient {
-        shared.listener.active.fetch_add(1, Ordering::Relaxed);
-        ActiveClient(shared)
+    pub fn new(listener: &'a ListenerStats) -> ActiveClient<'a> {
+        listener.active.fetch_add(1, Ordering::Relaxed);
+        ActiveClient(listener)
     }
 }
 
-impl Drop for ActiveClient {
+impl Drop for ActiveClient<'_> {
     fn drop(&mut self) {
-        self.0.listener.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// Picks one counter out of [`NodeStats`].
-type Field = fn(&NodeStats) -> &AtomicU64;
+/// One value per node: a family with one sample per node and no other label.
+struct PerNode {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&Node) -> u64,
+}
+
+/// The per-node families without extra labels, in the order they are rendered.
+const PER_NODE: [PerNode; 7] = [
+    PerNode {
+        name: NODE_UP,
+        kind: "gauge",
+        help: "Whether the node is up (1) or down (0).",
+        value: |n| u64::from(n.is_up()),
+    },
+    PerNode {
+        name: NODE_DRAINED,
+        kind: "gauge",
+        help: "Whether an operator drained the node (1).",
+        value: |n| u64::from(n.is_drained()),
+    },
+    PerNode {
+        name: NODE_ACTIVE,
+        kind: "gauge",
+        help: "Connections open to the node.",
+        value: |n| u64::from(n.active()),
+    },
+    PerNode {
+        name: NODE_CONNECTIONS,
+        kind: "counter",
+        help: "Connections made to the node.",
+        value: |n| n.stats.connections.load(Ordering::Relaxed),
+    },
+    PerNode {
+        name: NODE_RETRIES,
+        kind: "counter",
+        help: "Connect attempts on the node that retried another node's failure.",
+        value: |n| n.stats.retries.load(Ordering::Relaxed),
+    },
+    PerNode {
+        name: NODE_SENT_BYTES,
+        kind: "counter",
+        help: "Bytes from clients to the node, counted at close.",
+        value: |n| n.stats.sent_bytes.load(Ordering::Relaxed),
+    },
+    PerNode {
+        name: NODE_RECEIVED_BYTES,
+        kind: "counter",
+        help: "Bytes from the node to clients, counted at close.",
+        value: |n| n.stats.received_bytes.load(Ordering::Relaxed),
+    },
+];
 
 /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
 ///
@@ -174,63 +225,16 @@ type Field = fn(&NodeStats) -> &AtomicU64;
 pub fn render(nodes: &[Arc<Node>], listener: &ListenerStats, listen: &str) -> String {
     let mut out = String::with_capacity(1024 + nodes.len() * 2048);
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    family(
-        &mut out,
-        NODE_UP,
-        "gauge",
-        "Whether the node is up (1) or down (0).",
-    );
-    for n in nodes {
-        sample(&mut out, NODE_UP, &n.address, "", u64::from(n.is_up()));
-    }
-    family(
-        &mut out,
-        NODE_DRAINED,
-        "gauge",
-        "Whether an operator drained the node (1).",
-    );
-    for n in nodes {
-        sample(
-            &mut out,
-            NODE_DRAINED,
-            &n.address,
-            "",
-            u64::from(n.is_drained()),
-        );
-    }
-    family(
-        &mut out,
-        NODE_ACTIVE,
-        "gauge",
-        "Connections open to the node.",
-    );
-    for n in nodes {
-        sample(&mut out, NODE_ACTIVE, &n.address, "", u64::from(n.active()));
-    }
-    let counters: [(&str, &str, Field); 4] = [
-        (NODE_CONNECTIONS, "Connections made to the node.", |s| {
-            &s.connections
-        }),
-        (
-            NODE_RETRIES,
-            "Connect attempts on the node that retried another node's failure.",
-            |s| &s.retries,
-        ),
-        (
-            NODE_SENT_BYTES,
-            "Bytes from clients to the node, counted at close.",
-            |s| &s.sent_bytes,
-        ),
-        (
-            NODE_RECEIVED_BYTES,
-            "Bytes from the node to clients, counted at close.",
-            |s| &s.received_bytes,
-        ),
-    ];
-    for (name, help, field) in counters {
-        family(&mut out, name, "counter", help);
+    for family_of in &PER_NODE {
+        family(&mut out, family_of.name, family_of.kind, family_of.help);
         for n in nodes {
-            sample(&mut out, name, &n.address, "", get(field(&n.stats)));
+            sample(
+                &mut out,
+                family_of.name,
+                &n.address,
+                "",
+                (family_of.value)(n),
+            );
         }
     }
     family(

@@ -242,7 +242,7 @@ async fn handle(
     shared: Arc<Shared>,
     _permit: Option<OwnedSemaphorePermit>,
 ) {
-    let _active = ActiveClient::new(Arc::clone(&shared));
+    let _active = ActiveClient::new(&shared.listener);
     let config = shared.config();
     let nodes = shared.nodes();
     let turn = shared.next_pick.fetch_add(1, Ordering::Relaxed);
@@ -270,6 +270,8 @@ async fn handle(
     drop(config);
     drop(nodes);
     let outcome = splice::splice(client, stream, idle).await;
+    // The slot goes back before the close is counted and logged, so whoever sees the log
+    // line (or the counters) sees the node's active count already lowered.
     let node = Arc::clone(slot.node());
     drop(slot);
     node.stats
