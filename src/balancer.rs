@@ -3,9 +3,9 @@
 //! A node's load is `active / weight`; loads are compared by cross-multiplying
 //! (`a.active * b.weight < b.active * a.weight`), so there is no division and no rounding.
 //!
-//! Up to [`EXACT_LIMIT`] nodes, the pick scans them all from a rotating offset and keeps the
-//! first node of the lowest load: exact least connections, and nodes with equal loads take
-//! turns. With more nodes a full scan would cost O(n) per connection (about 2.5 µs at 1000
+//! Up to [`EXACT_LIMIT`] nodes, the pick scans them all: exact least connections, and nodes
+//! with equal loads take strict turns (by weight) whichever other nodes are down, drained,
+//! full or already tried. With more nodes a full scan would cost O(n) per connection (about 2.5 µs at 1000
 //! nodes), so the pick compares two nodes drawn at random instead ("power of two choices",
 //! as Envoy's least-request balancer does): O(1) whatever the size, and known to keep the
 //! busiest node within a small constant of the average. Should the draws find no eligible up
@@ -54,7 +54,7 @@ const MAX_DRAWS: u32 = 8;
 
 /// Index of the best node to try next, or `None` when every node is tried or full.
 ///
-/// `turn` grows by one per pick (a shared counter): it rotates the scan so ties take turns,
+/// `turn` grows by one per pick (a shared counter): it decides whose turn it is among ties,
 /// and seeds the draws of large sets. `tried` lists the indices already attempted for this
 /// client.
 pub fn pick<N: Load>(nodes: &[N], turn: usize, tried: &[usize]) -> Option<usize> {
@@ -69,6 +69,11 @@ pub fn pick<N: Load>(nodes: &[N], turn: usize, tried: &[usize]) -> Option<usize>
 /// Whether `a` (active, weight) carries less load than `b`.
 fn lighter(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0 * b.1 < b.0 * a.1
+}
+
+/// Whether `a` and `b` carry the same load.
+fn equal(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 * b.1 == b.0 * a.1
 }
 
 /// The less loaded of two eligible up nodes drawn at random, if the draws find two.
@@ -105,36 +110,52 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Exact: every node, from a rotating offset; up nodes first, then the lightest.
+/// Exact: every eligible node (not full, not tried), up nodes first, then the lightest; among
+/// equally light nodes, strict turns by weight.
+///
+/// The turns are taken over the tied nodes themselves, not over every configured node: a
+/// rotation over all nodes would hand a missing node's turns to the node after it (with one
+/// of three nodes down, a 2:1 split instead of 1:1). `turn` counts over the ties' total
+/// weight, so ties of weights 2 and 1 take two turns and one.
 fn scan<N: Load>(nodes: &[N], turn: usize, tried: &[usize]) -> Option<usize> {
-    let n = nodes.len();
-    if n == 0 {
-        return None;
-    }
-    let start = turn % n;
-    // Best so far: (index, up, (active, weight)).
-    let mut best: Option<(usize, bool, (u64, u64))> = None;
-    for k in 0..n {
-        let i = if start + k >= n {
-            start + k - n
-        } else {
-            start + k
-        };
-        let node = &nodes[i];
-        if node.is_full() || tried.contains(&i) {
+    let eligible = |i: usize, node: &N| !node.is_full() && !tried.contains(&i);
+    let load = |node: &N| (u64::from(node.active()), u64::from(node.weight().max(1)));
+    // The best class (up beats down) and load, and the total weight of the nodes tied there.
+    let mut best: Option<(bool, (u64, u64))> = None;
+    let mut tied_weight = 0u64;
+    for (i, node) in nodes.iter().enumerate() {
+        if !eligible(i, node) {
             continue;
         }
-        let up = node.is_up();
-        let load = (u64::from(node.active()), u64::from(node.weight().max(1)));
-        let better = match best {
-            None => true,
-            Some((_, b_up, b_load)) => (up && !b_up) || (up == b_up && lighter(load, b_load)),
-        };
-        if better {
-            best = Some((i, up, load));
+        let (up, l) = (node.is_up(), load(node));
+        match best {
+            Some((b_up, b)) if !((up && !b_up) || (up == b_up && lighter(l, b))) => {
+                if up == b_up && equal(l, b) {
+                    tied_weight += l.1;
+                }
+            }
+            _ => {
+                best = Some((up, l));
+                tied_weight = l.1;
+            }
         }
     }
-    best.map(|(i, ..)| i)
+    let (b_up, b) = best?;
+    let mut target = turn as u64 % tied_weight;
+    for (i, node) in nodes.iter().enumerate() {
+        if !eligible(i, node) || node.is_up() != b_up {
+            continue;
+        }
+        let l = load(node);
+        if !equal(l, b) {
+            continue;
+        }
+        if target < l.1 {
+            return Some(i);
+        }
+        target -= l.1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -208,6 +229,85 @@ mod tests {
             picks,
             [Some(0), Some(1), Some(2), Some(0), Some(1), Some(2)]
         );
+    }
+
+    /// How an excluded node is out of the tie (`Full` stands for drained too: a drained node
+    /// reports itself full).
+    #[derive(Clone, Copy, Debug)]
+    enum Out {
+        Down,
+        Full,
+        Tried,
+    }
+
+    /// Sequential clients (each closes before the next) over `weights` with node `out` taken
+    /// out as `how`: how many picks each node gets.
+    fn sequential(weights: &[u32], out: usize, how: Out, clients: usize) -> Vec<u32> {
+        let mut n = nodes(weights);
+        match how {
+            Out::Down => n[out].up = false,
+            Out::Full => n[out].full = true,
+            Out::Tried => {}
+        }
+        let tried: &[usize] = match how {
+            Out::Tried => &[out][..],
+            _ => &[],
+        };
+        let mut got = vec![0; weights.len()];
+        for turn in 0..clients {
+            got[pick(&n, turn, tried).expect("a node")] += 1;
+        }
+        got
+    }
+
+    #[rstest]
+    fn ties_split_evenly_with_a_node_out_at_every_position(
+        #[values(Out::Down, Out::Full, Out::Tried)] how: Out,
+        #[values(0, 1, 2, 3)] out: usize,
+    ) {
+        let got = sequential(&[1, 1, 1, 1], out, how, 30);
+        for (i, &count) in got.iter().enumerate() {
+            let want = if i == out { 0 } else { 10 };
+            assert_eq!(count, want, "node {i} with node {out} {how:?}: {got:?}");
+        }
+    }
+
+    #[rstest]
+    fn weighted_ties_split_by_weight_with_a_node_out(
+        #[values(Out::Down, Out::Full, Out::Tried)] how: Out,
+        #[values(0, 1, 2, 3)] out: usize,
+    ) {
+        let weights = [2, 1, 1, 3];
+        let total: u32 = weights
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != out)
+            .map(|(_, w)| w)
+            .sum();
+        let clients = total as usize * 10;
+        let got = sequential(&weights, out, how, clients);
+        for (i, &count) in got.iter().enumerate() {
+            let want = if i == out { 0 } else { weights[i] * 10 };
+            assert_eq!(count, want, "node {i} with node {out} {how:?}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn ties_alternate_strictly() {
+        let mut n = nodes(&[1, 1, 1]);
+        n[1].up = false;
+        let picks: Vec<_> = (0..6).filter_map(|turn| pick(&n, turn, &[])).collect();
+        assert_eq!(picks, [0, 2, 0, 2, 0, 2]);
+    }
+
+    #[test]
+    fn down_ties_take_turns_when_no_node_is_up() {
+        let mut n = nodes(&[1, 1, 1]);
+        for node in &mut n {
+            node.up = false;
+        }
+        let picks: Vec<_> = (0..3).filter_map(|turn| pick(&n, turn, &[])).collect();
+        assert_eq!(picks, [0, 1, 2]);
     }
 
     #[test]

@@ -124,3 +124,38 @@ async fn connection_limits_per_node_and_per_listener() {
         "{greeting:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_clients_split_evenly_with_one_node_down() {
+    let node1 = Backend::start("node1").await;
+    let node2 = Backend::start("node2").await;
+    let node3 = Backend::start("node3").await;
+    let addrs = [node1.addr, node2.addr, node3.addr];
+    let config = ConfigFile::new(&format!(
+        "listen = \"127.0.0.1:0\"\nnodes = {}\n[health]\ninterval = \"200ms\"\n",
+        common::toml_nodes(&addrs)
+    ));
+    let tierlb = Tierlb::with_config(&config);
+    let down = node2.stop().await;
+    assert!(
+        tierlb
+            .wait_log_all(&["node down", &format!("node={down}")], 1, common::WAIT)
+            .is_some(),
+        "node2 is reported down"
+    );
+
+    // Each client closes, and tierlb has seen the close, before the next one connects: every
+    // pick is a tie between node1 and node3.
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for i in 0..30 {
+        let (stream, name) = connect_named(tierlb.addr).await.expect("client served");
+        *counts.entry(name).or_insert(0) += 1;
+        drop(stream);
+        assert!(
+            tierlb.wait_log("connection closed", i + 1).is_some(),
+            "tierlb saw close {i}"
+        );
+    }
+    assert_eq!(counts.get("node1"), Some(&15), "{counts:?}");
+    assert_eq!(counts.get("node3"), Some(&15), "{counts:?}");
+}
