@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::connect::FailureKind;
 use crate::metrics;
 use crate::node::Node;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Binds `addr` now (so a taken port fails start-up), then serves on a dedicated thread until
 /// `stop` is cancelled.

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::balancer;
 use crate::config::NodeAddr;
 use crate::net;
-use crate::node::{ActiveGuard, Node, Source};
+use crate::node::{ActiveGuard, Node, NodeSet, Observation, Source};
 
 /// Kinds of connect failure, as counted in metrics (`kind` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,15 +26,18 @@ pub enum FailureKind {
     Dns,
     /// Reset, unreachable, or anything else from the node's side.
     Other,
+    /// The node took a client and closed or reset before sending a byte.
+    Unanswered,
 }
 
 impl FailureKind {
     /// Every kind, in metric order.
-    pub const ALL: [FailureKind; 4] = [
+    pub const ALL: [FailureKind; 5] = [
         FailureKind::Refused,
         FailureKind::Timeout,
         FailureKind::Dns,
         FailureKind::Other,
+        FailureKind::Unanswered,
     ];
 
     /// The metric label.
@@ -44,6 +47,7 @@ impl FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::Dns => "dns",
             FailureKind::Other => "other",
+            FailureKind::Unanswered => "unanswered",
         }
     }
 
@@ -79,9 +83,28 @@ pub enum AttemptError {
     /// Any other error from the node's side.
     #[error("{0}")]
     Other(io::Error),
-    /// tierlb itself is out of descriptors or memory: not the node's fault.
-    #[error("cannot open a socket: {0}")]
+    /// The connect succeeded, then the node closed or reset before sending a byte (the
+    /// reason says which).
+    #[error("{0}")]
+    Unanswered(&'static str),
+    /// A failure of this host, not of the node: out of descriptors, memory or local ports.
+    #[error("local failure, not the node's: {}", local_hint(.0))]
     Local(io::Error),
+}
+
+/// What a local failure means and how to fix it on the host.
+fn local_hint(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EADDRNOTAVAIL | libc::EADDRINUSE) => format!(
+            "no free local port to connect from ({e}); widen net.ipv4.ip_local_port_range, \
+             set net.ipv4.tcp_tw_reuse = 1, or spread the load over more node addresses"
+        ),
+        Some(libc::EMFILE | libc::ENFILE) => format!(
+            "out of file descriptors ({e}); raise the open-files limit (ulimit -n, \
+             LimitNOFILE=) or lower max_connections"
+        ),
+        _ => format!("the kernel is out of memory or buffers ({e})"),
+    }
 }
 
 impl AttemptError {
@@ -94,12 +117,13 @@ impl AttemptError {
             AttemptError::Reset | AttemptError::Unreachable(_) | AttemptError::Other(_) => {
                 Some(FailureKind::Other)
             }
+            AttemptError::Unanswered(_) => Some(FailureKind::Unanswered),
             AttemptError::Local(_) => None,
         }
     }
 
     fn from_io(e: io::Error) -> AttemptError {
-        if net::is_resource_exhaustion(&e) {
+        if net::is_local_failure(&e) {
             return AttemptError::Local(e);
         }
         match e.kind() {
@@ -126,6 +150,15 @@ pub enum ConnectError {
         /// The node of the last attempt.
         node: NodeAddr,
         /// Its failure.
+        error: AttemptError,
+    },
+    /// This host could not connect (out of descriptors or local ports): no node was blamed
+    /// and no other node tried.
+    #[error("cannot connect to {node}: {error}")]
+    Local {
+        /// The node it was connecting to.
+        node: NodeAddr,
+        /// The local failure.
         error: AttemptError,
     },
     /// Every node is full or drained (or there is no node).
@@ -206,58 +239,104 @@ pub struct Connected {
     pub stream: TcpStream,
     /// The node's connection slot.
     pub slot: ActiveGuard,
+    /// The node's index in the set it was picked from.
+    pub index: usize,
 }
 
-/// Connects to the best node, retrying up to `retries` times, each time on the next-best node
-/// not yet tried. Every attempt's result is recorded on its node and counted.
+/// What one client's connect attempts have spent so far: the nodes tried and the attempts
+/// made, so that a retry after the node dropped the client goes on where connecting left off.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    /// Indices already tried (or found full); allocated only once one is.
+    tried: Vec<usize>,
+    made: u32,
+    last: Option<(NodeAddr, AttemptError)>,
+}
+
+impl Attempts {
+    /// Records that the node at `index` took the client and dropped it before answering; it
+    /// is not tried again for this client. The failure is counted on the node by the caller.
+    pub fn dropped(&mut self, index: usize, node: &Node, error: AttemptError) {
+        self.tried.push(index);
+        self.last = Some((node.address.clone(), error));
+    }
+
+    /// Attempts made so far.
+    pub fn made(&self) -> u32 {
+        self.made
+    }
+}
+
+/// Connects to the best node, retrying up to `retries` times in all (counting the attempts
+/// already in `attempts`), each time on the next-best node not yet tried. Every attempt's
+/// result is recorded on its node and counted. A local failure (out of descriptors or ports)
+/// is not the node's: it is not counted on it, and not retried on another node, which would
+/// fail the same way.
 pub async fn connect(
-    nodes: &[Arc<Node>],
+    nodes: &NodeSet,
     turn: usize,
     retries: u32,
     timeout: Duration,
     dns_ttl: Duration,
+    attempts: &mut Attempts,
 ) -> Result<Connected, ConnectError> {
-    // Allocated only once a node has been tried and failed (or was full).
-    let mut tried: Vec<usize> = Vec::new();
-    let mut attempts = 0u32;
-    let mut last = None;
-    while let Some(i) = balancer::pick(nodes, turn, &tried) {
-        let node = &nodes[i];
+    let list = &nodes.nodes;
+    while attempts.made <= retries {
+        let Some(i) = balancer::pick(list, turn, &attempts.tried) else {
+            break;
+        };
+        let node = &list[i];
         // A node that filled up since the pick is skipped without spending an attempt.
         let Some(slot) = node.try_acquire() else {
-            tried.push(i);
+            attempts.tried.push(i);
             continue;
         };
-        if attempts > 0 {
+        if attempts.made > 0 {
             node.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
-        attempts += 1;
+        attempts.made += 1;
         let started = Instant::now();
         match open(node, timeout, dns_ttl).await {
             Ok(stream) => {
                 node.stats.connected(started.elapsed());
-                node.observe(Source::Connect, true, &"connect succeeded");
-                return Ok(Connected { stream, slot });
+                nodes.observe(
+                    node,
+                    Source::Client,
+                    Observation::Accepted,
+                    &"connect succeeded",
+                );
+                return Ok(Connected {
+                    stream,
+                    slot,
+                    index: i,
+                });
             }
             Err(error) => {
-                tried.push(i);
-                tracing::debug!(node = %node.address, %error, attempt = attempts, "connect failed");
+                attempts.tried.push(i);
+                tracing::debug!(node = %node.address, %error, attempt = attempts.made, "connect failed");
                 let kind = error.kind();
                 if let Some(kind) = kind {
                     node.stats.failed(kind);
-                    node.observe(Source::Connect, false, &format_args!("connect: {error}"));
+                    nodes.observe(
+                        node,
+                        Source::Client,
+                        Observation::Failed,
+                        &format_args!("connect: {error}"),
+                    );
                 }
-                last = Some((node.address.clone(), error));
-                // Out of local resources, another node would fail the same way.
-                if kind.is_none() || attempts > retries {
-                    break;
+                if kind.is_none() {
+                    return Err(ConnectError::Local {
+                        node: node.address.clone(),
+                        error,
+                    });
                 }
+                attempts.last = Some((node.address.clone(), error));
             }
         }
     }
-    match last {
+    match attempts.last.take() {
         Some((node, error)) => Err(ConnectError::AllFailed {
-            attempts,
+            attempts: attempts.made,
             node,
             error,
         }),

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::HealthConfig;
 use crate::connect::{self, AttemptError};
-use crate::node::{Node, Source};
-use crate::server::Shared;
+use crate::node::{Node, Observation, Source};
+use crate::state::Shared;
 
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
@@ -118,10 +118,27 @@ async fn probe_loop(node: &Node, shared: &Shared) {
     loop {
         tokio::time::sleep_until(next).await;
         let config = shared.config();
-        match probe(node, &config.health).await {
-            Ok(()) => node.observe(Source::Probe, true, &"probe passed"),
+        // A probe that only connects proves the node listens; one that got the expected reply
+        // proves it answers (see `Observation`).
+        let passed = if config.health.expect.is_some() {
+            Observation::Answered
+        } else {
+            Observation::Accepted
+        };
+        let result = probe(node, &config.health).await;
+        let nodes = shared.nodes();
+        match result {
+            Ok(()) => {
+                nodes.observe(node, Source::Probe, passed, &"probe passed");
+            }
             Err(e) if e.is_node_fault() => {
-                node.observe(Source::Probe, false, &format_args!("probe: {e}"));
+                node.stats.probe_failed();
+                nodes.observe(
+                    node,
+                    Source::Probe,
+                    Observation::Failed,
+                    &format_args!("probe: {e}"),
+                );
             }
             Err(e) => tracing::debug!(node = %node.address, error = %e, "probe not run"),
         }

@@ -46,6 +46,7 @@ pub mod admin;
 pub mod balancer;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod connect;
 pub mod health;
 pub mod metrics;
@@ -56,6 +57,8 @@ pub mod reload;
 pub mod server;
 pub mod shutdown;
 pub mod splice;
+pub mod state;
+pub mod throttle;
 
 pub use config::Config;
 

@@ -64,6 +64,8 @@ pub struct NodeStats {
     pub sent_bytes: AtomicU64,
     /// Node-to-client bytes of closed connections.
     pub received_bytes: AtomicU64,
+    /// Probes that failed (the node's fault).
+    pub probe_failures: AtomicU64,
     /// Transitions to down.
     pub went_down: AtomicU64,
     /// Transitions to up.
@@ -80,6 +82,7 @@ impl Default for NodeStats {
             connections: AtomicU64::new(0),
             failures: Default::default(),
             retries: AtomicU64::new(0),
+            probe_failures: AtomicU64::new(0),
             sent_bytes: AtomicU64::new(0),
             received_bytes: AtomicU64::new(0),
             went_down: AtomicU64::new(0),
@@ -107,6 +110,11 @@ impl NodeStats {
     /// Counts one failed connect.
     pub fn failed(&self, kind: FailureKind) {
         self.failures[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one failed probe.
+    pub fn probe_failed(&self) {
+        self.probe_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Adds the bytes of a closed connection.

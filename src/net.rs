@@ -64,6 +64,17 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
     )
 }
 
+/// Whether a connect error is this host's own failure rather than the node's: resource
+/// exhaustion (see [`is_resource_exhaustion`]), or no free local port to connect from
+/// (EADDRNOTAVAIL, and EADDRINUSE from the port search).
+pub fn is_local_failure(e: &io::Error) -> bool {
+    is_resource_exhaustion(e)
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::EADDRNOTAVAIL | libc::EADDRINUSE)
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

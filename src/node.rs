@@ -3,14 +3,16 @@
 //!
 //! A [`Node`] holds its address, weight, active connection count and [`Health`]. Health is a
 //! small state machine ([`Health::observe`]) fed by every result about the node: real connect
-//! attempts (passive) and probes (active) alike, so `fall` counts both together. The state is
+//! attempts and client connections (passive) and probes (active) alike, so `fall` counts them
+//! together. [`NodeSet::observe`] records a result and logs the state change it causes with
+//! what the operator needs next: how many nodes are still up, how long the node was down. The state is
 //! packed into one `AtomicU64` and updated with compare-and-swap, so the hot path never takes a
 //! lock and concurrent results can never lose an update or log a transition twice.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +22,7 @@ use crate::metrics::NodeStats;
 
 mod state;
 
-pub use state::{Health, Transition};
+pub use state::{Health, Observation, Transition};
 
 /// The last health result recorded for a node, for `/status`.
 #[derive(Debug, Clone)]
@@ -38,8 +40,8 @@ pub struct Check {
 pub enum Source {
     /// An active probe.
     Probe,
-    /// A real connect attempt for a client.
-    Connect,
+    /// A client's connection: its connect, or what the node did with it.
+    Client,
 }
 
 /// One backend node and its live state. Settings that a reload may change are atomics, so a
@@ -61,6 +63,8 @@ pub struct Node {
     fall: AtomicU32,
     /// Taken out of service by an operator: no new connections, open ones run on.
     drained: AtomicBool,
+    /// When the node last changed state (up, down, drained, enabled), in ms since the epoch.
+    since: AtomicU64,
     /// Cancelled when a reload removes the node: its probe loop ends.
     pub removed: CancellationToken,
     /// Counters for metrics.
@@ -83,6 +87,7 @@ impl Node {
             rise: AtomicU32::new(rise),
             fall: AtomicU32::new(fall),
             drained: AtomicBool::new(false),
+            since: AtomicU64::new(epoch_ms(SystemTime::now())),
             removed: CancellationToken::new(),
             stats: NodeStats::default(),
             last_check: Mutex::new(None),
@@ -127,9 +132,22 @@ impl Node {
     /// Drains the node (no new connections) or puts it back in service.
     pub fn set_drained(&self, drained: bool) {
         if self.drained.swap(drained, Ordering::Relaxed) != drained {
+            self.mark_change();
             let state = if drained { "drained" } else { "enabled" };
             tracing::info!(node = %self.address, active = self.active(), "node {state} by the operator");
         }
+    }
+
+    /// When the node entered its current state (up, down, drained or enabled).
+    pub fn since(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.since.load(Ordering::Relaxed))
+    }
+
+    /// Records a state change now; returns how long the previous state lasted.
+    fn mark_change(&self) -> Duration {
+        let now = SystemTime::now();
+        let before = self.since.swap(epoch_ms(now), Ordering::Relaxed);
+        Duration::from_millis(epoch_ms(now).saturating_sub(before))
     }
 
     /// The current health.
@@ -164,11 +182,18 @@ impl Node {
         })
     }
 
-    /// Records one result about the node and logs the state change it causes, once, with
-    /// `reason`. A passing connect is not kept as the last check: it is the common case on
-    /// the hot path, and costs only an atomic load here.
-    pub fn observe(&self, source: Source, passed: bool, reason: &dyn fmt::Display) {
-        if !(passed && source == Source::Connect) {
+    /// Records one result about the node; returns the state change it caused (exactly one
+    /// caller sees each change) and how long the previous state lasted. A passing result from
+    /// a client is not kept as the last check: it is the common case on the hot path, and
+    /// costs only an atomic load here.
+    pub fn observe(
+        &self,
+        source: Source,
+        seen: Observation,
+        reason: &dyn fmt::Display,
+    ) -> Option<(Transition, Duration)> {
+        let passed = matches!(seen, Observation::Accepted | Observation::Answered);
+        if !(passed && source == Source::Client) {
             if let Ok(mut last) = self.last_check.lock() {
                 *last = Some(Check {
                     passed,
@@ -183,10 +208,10 @@ impl Node {
         );
         let mut current = self.health.load(Ordering::Acquire);
         loop {
-            let (next, transition) = Health::unpack(current).observe(passed, rise, fall);
+            let (next, transition) = Health::unpack(current).observe(seen, rise, fall);
             let next = next.pack();
             if next == current {
-                return;
+                return None;
             }
             match self.health.compare_exchange_weak(
                 current,
@@ -195,23 +220,23 @@ impl Node {
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
+                    let transition = transition?;
                     match transition {
-                        Some(Transition::Down) => {
-                            self.stats.went_down.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(node = %self.address, %reason, "node down");
-                        }
-                        Some(Transition::Up) => {
-                            self.stats.went_up.fetch_add(1, Ordering::Relaxed);
-                            tracing::info!(node = %self.address, %reason, "node up");
-                        }
-                        None => {}
-                    }
-                    return;
+                        Transition::Down => self.stats.went_down.fetch_add(1, Ordering::Relaxed),
+                        Transition::Up => self.stats.went_up.fetch_add(1, Ordering::Relaxed),
+                    };
+                    return Some((transition, self.mark_change()));
                 }
                 Err(actual) => current = actual,
             }
         }
     }
+}
+
+/// Milliseconds since the Unix epoch (0 for a clock set before it).
+fn epoch_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// One connection slot on a node; dropping it gives the slot back.
@@ -241,6 +266,9 @@ pub struct NodeSet {
     pub nodes: Vec<Arc<Node>>,
     /// Removed by a reload, draining their open connections; no new connection goes there.
     pub retired: Vec<Arc<Node>>,
+    /// Set while no node is up, so that "no node is up" and "service resumed" are each
+    /// logged once.
+    all_down: AtomicBool,
 }
 
 impl NodeSet {
@@ -252,7 +280,53 @@ impl NodeSet {
                 .map(|n| Arc::new(Node::new(n, rise, fall)))
                 .collect(),
             retired: Vec::new(),
+            all_down: AtomicBool::new(false),
         }
+    }
+
+    /// The set for nodes carried over from another set (see [`crate::reload`]).
+    pub fn from_parts(nodes: Vec<Arc<Node>>, retired: Vec<Arc<Node>>) -> NodeSet {
+        let all_down = !nodes.is_empty() && !nodes.iter().any(|n| n.is_up());
+        NodeSet {
+            nodes,
+            retired,
+            all_down: AtomicBool::new(all_down),
+        }
+    }
+
+    /// Records one result about `node` (one of this set's) and logs the state change it
+    /// causes, once: `node down` with the reason and how many nodes are still up, `node up`
+    /// with how long it was down, and one warning when no node is up any more (clients are
+    /// then tried on down nodes anyway) and one line when service resumes.
+    pub fn observe(
+        &self,
+        node: &Node,
+        source: Source,
+        seen: Observation,
+        reason: &dyn fmt::Display,
+    ) -> Option<Transition> {
+        let (transition, lasted) = node.observe(source, seen, reason)?;
+        let up = self.nodes.iter().filter(|n| n.is_up()).count();
+        let total = self.nodes.len();
+        let lasted = humantime::format_duration(Duration::from_secs(lasted.as_secs()));
+        match transition {
+            Transition::Down => {
+                tracing::warn!(node = %node.address, %reason, up, total, "node down; {up} of {total} nodes up");
+                if up == 0 && !self.all_down.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        total,
+                        "no node is up: clients are still tried on the down nodes, in order"
+                    );
+                }
+            }
+            Transition::Up => {
+                tracing::info!(node = %node.address, %reason, down_for = %lasted, up, total, "node up after {lasted} down; {up} of {total} nodes up");
+                if self.all_down.swap(false, Ordering::Relaxed) {
+                    tracing::info!(node = %node.address, "service resumed: a node is up again");
+                }
+            }
+        }
+        Some(transition)
     }
 
     /// The node in service with this address, as written in the config or as displayed.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, NodeAddr};
 use crate::node::{Node, NodeSet};
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// How a new node list relates to the old one, by index.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -85,7 +85,7 @@ pub fn apply(shared: &Shared, mut new: Config, start_probe: impl Fn(Arc<Node>)) 
             retired.push(Arc::clone(node));
         }
     }
-    shared.replace(new, NodeSet { nodes, retired });
+    shared.replace(new, NodeSet::from_parts(nodes, retired));
     tracing::info!(
         kept = d.kept.len(),
         added = d.added.len(),

@@ -2,73 +2,24 @@
 //! at the end.
 
 use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::connect::{self, Connected};
-use crate::metrics::{ActiveClient, ListenerStats};
-use crate::node::NodeSet;
-use crate::splice::{self, End};
-use crate::{admin, health, net, reload};
+use crate::state::Shared;
+use crate::{admin, conn, health, net, reload};
 
 /// Longest pause of the accept loop while out of descriptors or memory.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// First pause of the accept loop while out of descriptors or memory.
 const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
-
-/// State shared by the accept loop, connection tasks and probes. Readers take a snapshot with
-/// one atomic load and never lock.
-#[derive(Debug)]
-pub struct Shared {
-    config: ArcSwap<Config>,
-    nodes: ArcSwap<NodeSet>,
-    /// Grows by one per pick, so nodes with equal load take turns.
-    next_pick: AtomicUsize,
-    /// Listener counters.
-    pub listener: ListenerStats,
-    /// The address the listener is bound to (the configured one may say port 0).
-    pub bound: SocketAddr,
-}
-
-impl Shared {
-    /// Shared state for `config` served on `bound`, every node new (up, on probation).
-    pub fn new(config: Config, bound: SocketAddr) -> Arc<Shared> {
-        let nodes = NodeSet::new(&config.nodes, config.health.rise, config.health.fall);
-        Arc::new(Shared {
-            config: ArcSwap::from_pointee(config),
-            nodes: ArcSwap::from_pointee(nodes),
-            next_pick: AtomicUsize::new(0),
-            listener: ListenerStats::default(),
-            bound,
-        })
-    }
-
-    /// Puts a reloaded configuration and its node set in force (see [`crate::reload`]).
-    pub fn replace(&self, config: Config, nodes: NodeSet) {
-        self.nodes.store(Arc::new(nodes));
-        self.config.store(Arc::new(config));
-    }
-
-    /// The configuration in force.
-    pub fn config(&self) -> Arc<Config> {
-        self.config.load_full()
-    }
-
-    /// The nodes in service.
-    pub fn nodes(&self) -> Arc<NodeSet> {
-        self.nodes.load_full()
-    }
-}
 
 /// Binds `config.listen`, then serves until `shutdown` is cancelled, then drains open
 /// connections for up to `timeouts.drain`. Each configuration received on `reloads` is put in
@@ -196,7 +147,7 @@ async fn accept_loop(
                 }
                 let span = tracing::debug_span!("conn", client = %peer);
                 connections
-                    .spawn(handle(client, peer, Arc::clone(shared), permit).instrument(span));
+                    .spawn(conn::handle(client, peer, Arc::clone(shared), permit).instrument(span));
             }
             Err(e) if net::is_resource_exhaustion(&e) => {
                 shared.listener.rejected.fetch_add(1, Ordering::Relaxed);
@@ -231,61 +182,4 @@ async fn accept_loop(
             }
         }
     }
-}
-
-/// One client: connect to a node (with retries), splice, count and log the end. The permit
-/// (if any), the node slot and the listener's active count are released when this returns,
-/// on every path.
-async fn handle(
-    client: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    _permit: Option<OwnedSemaphorePermit>,
-) {
-    let _active = ActiveClient::new(&shared.listener);
-    let config = shared.config();
-    let nodes = shared.nodes();
-    let turn = shared.next_pick.fetch_add(1, Ordering::Relaxed);
-    // The connect phase (retries, DNS, timeouts) is a larger future than the splice that
-    // follows; boxing it keeps it out of this task's own state, so a long-lived connection
-    // holds only what the splice needs. One short-lived allocation per connection buys about
-    // half a KiB per open connection.
-    let connected = Box::pin(connect::connect(
-        &nodes.nodes,
-        turn,
-        config.retries,
-        config.timeouts.connect,
-        config.health.interval,
-    ))
-    .await;
-    let Connected { stream, slot } = match connected {
-        Ok(connected) => connected,
-        Err(error) => {
-            shared.listener.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(client = %peer, %error, "closing client: no node could take it");
-            return;
-        }
-    };
-    let idle = config.timeouts.idle;
-    drop(config);
-    drop(nodes);
-    let outcome = splice::splice(client, stream, idle).await;
-    // The slot goes back before the close is counted and logged, so whoever sees the log
-    // line (or the counters) sees the node's active count already lowered.
-    let node = Arc::clone(slot.node());
-    drop(slot);
-    node.stats
-        .closed(outcome.client_to_node, outcome.node_to_client);
-    let end: &dyn std::fmt::Display = match &outcome.end {
-        End::Done => &"done",
-        End::Idle => &"idle timeout",
-        End::Error(e) => e,
-    };
-    tracing::debug!(
-        node = %node.address,
-        client_to_node = outcome.client_to_node,
-        node_to_client = outcome.node_to_client,
-        %end,
-        "connection closed"
-    );
 }

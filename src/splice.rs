@@ -20,6 +20,12 @@
 //! the other side too (SO_LINGER 0). A connection with no bytes either way for `idle` is
 //! closed. Bytes are never reordered or lost: each direction reads again only once the
 //! previous bytes are all written.
+//!
+//! The splice also tells when the node ended (closed or reset) before sending a byte while the
+//! client was still sending ([`Outcome::unanswered`]): the node failed that client. When that
+//! happens within `retry_window` of the start with no byte moved either way, nothing has been
+//! delivered, so the client is handed back untouched ([`End::Dropped`]) to be tried elsewhere.
+//! A later close with nothing exchanged is the node's own idle timeout, passed on as usual.
 
 use std::future::Future;
 use std::io::{self, Read, Write};
@@ -45,6 +51,37 @@ pub struct Outcome {
     pub node_to_client: u64,
     /// Why it ended.
     pub end: End,
+    /// How the node ended before sending a byte while the client was still sending, if it
+    /// did: the node failed this client.
+    pub unanswered: Option<NodeEnd>,
+}
+
+/// How a node ended a connection before answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeEnd {
+    /// It closed (sent a FIN).
+    Closed,
+    /// It reset the connection.
+    Reset,
+}
+
+impl NodeEnd {
+    /// The reason, as logged and shown in `/status`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            NodeEnd::Closed => "closed before responding",
+            NodeEnd::Reset => "reset before responding",
+        }
+    }
+}
+
+/// Which side of a connection an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client's socket.
+    Client,
+    /// The node's socket.
+    Node,
 }
 
 /// Why a spliced connection ended.
@@ -54,21 +91,31 @@ pub enum End {
     Done,
     /// No bytes either way for the idle timeout.
     Idle,
-    /// A read or write failed (a reset, usually); the other side was reset too.
-    Error(io::Error),
+    /// A read or write on `Side` failed (a reset, usually); the other side was reset too.
+    Error(io::Error, Side),
+    /// The node closed or reset at once, before a byte moved either way: the client is given
+    /// back untouched, to be tried on another node.
+    Dropped(TcpStream),
 }
 
 /// Copies bytes both ways between `client` and `node` until both directions are done, the
 /// connection is idle for `idle`, or an error ends it. Both streams are closed when the
-/// returned future completes (or is dropped).
-pub fn splice(client: TcpStream, node: TcpStream, idle: Duration) -> Splice {
+/// returned future completes (or is dropped), except a client given back in [`End::Dropped`]
+/// when the node drops it within `retry_window` with nothing exchanged.
+pub fn splice(
+    client: TcpStream,
+    node: TcpStream,
+    idle: Duration,
+    retry_window: Duration,
+) -> Splice {
     let now = Instant::now();
     Splice {
-        client,
+        client: Some(client),
         node,
         up: Direction::default(),
         down: Direction::default(),
         idle,
+        retry_window,
         last_activity: now,
         timer: tokio::time::sleep_until(now + idle),
     }
@@ -77,13 +124,16 @@ pub fn splice(client: TcpStream, node: TcpStream, idle: Duration) -> Splice {
 pin_project_lite::pin_project! {
     /// The future returned by [`splice`].
     pub struct Splice {
-        client: TcpStream,
+        // Taken only to hand the client back (`End::Dropped`).
+        client: Option<TcpStream>,
         node: TcpStream,
         // client -> node
         up: Direction,
         // node -> client
         down: Direction,
         idle: Duration,
+        // How soon after the start a node's close still counts as refusing the client.
+        retry_window: Duration,
         // When a byte last moved either way.
         last_activity: Instant,
         // Fires at `last_activity + idle` at the earliest; re-armed lazily when it fires.
@@ -97,23 +147,59 @@ impl Future for Splice {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
         let mut this = self.project();
+        let Some(client) = this.client.as_ref() else {
+            // Polled again after handing the client back: nothing is left to do.
+            return Poll::Pending;
+        };
         let down_done = this.down.is_done();
         let up = this
             .up
-            .poll(this.client, this.node, this.last_activity, down_done, cx);
-        let up_done = this.up.is_done();
+            .poll(client, this.node, this.last_activity, down_done, false, cx);
+        let client_done = this.up.is_done();
+        // Nothing moved yet, the client still sending, and still early: a node that ends now
+        // has refused the client, and its EOF is held back rather than passed on.
+        let untouched = this.up.moved == 0 && this.down.moved == 0 && !client_done;
+        let hold = untouched && this.last_activity.elapsed() < *this.retry_window;
         let down = this
             .down
-            .poll(this.node, this.client, this.last_activity, up_done, cx);
-        let end = match (up, down) {
-            (Poll::Ready(Err(e)), _) | (_, Poll::Ready(Err(e))) => {
-                net::reset_on_close(this.client);
-                net::reset_on_close(this.node);
-                End::Error(e)
+            .poll(this.node, client, this.last_activity, client_done, hold, cx);
+        // The node ended before answering while the client was still sending? (Late, with
+        // nothing exchanged, it is the node's own idle timeout, not a failure.)
+        let unanswered = if this.down.moved > 0 || client_done || (untouched && !hold) {
+            None
+        } else {
+            match (&up, &down) {
+                (_, Poll::Ready(Err(e))) if e.side_of_down() == Side::Node => Some(NodeEnd::Reset),
+                (Poll::Ready(Err(e)), _) if e.side_of_up() == Side::Node => Some(NodeEnd::Reset),
+                (_, Poll::Ready(Ok(()))) if !down_done => Some(NodeEnd::Closed),
+                _ => None,
             }
-            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => End::Done,
-            _ => loop {
-                ready!(this.timer.as_mut().poll(cx));
+        };
+        if hold && unanswered.is_some() {
+            let given_back = this.client.take();
+            return Poll::Ready(Outcome {
+                client_to_node: 0,
+                node_to_client: 0,
+                end: given_back.map_or(End::Done, End::Dropped),
+                unanswered,
+            });
+        }
+        let end = match (up, down) {
+            (Poll::Ready(Err(e)), _) => Some(e.end(Side::Client, client, this.node)),
+            (_, Poll::Ready(Err(e))) => Some(e.end(Side::Node, client, this.node)),
+            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Some(End::Done),
+            _ => None,
+        };
+        let end = match end {
+            Some(end) => end,
+            None => loop {
+                if this.timer.as_mut().poll(cx).is_pending() {
+                    // Remembered for the outcome, which is built only when everything ends.
+                    if unanswered.is_some() {
+                        this.up.unanswered = unanswered;
+                    }
+                    return Poll::Pending;
+                }
                 let deadline = *this.last_activity + *this.idle;
                 if Instant::now() >= deadline {
                     break End::Idle;
@@ -126,7 +212,47 @@ impl Future for Splice {
             client_to_node: this.up.moved,
             node_to_client: this.down.moved,
             end,
+            unanswered: unanswered.or(this.up.unanswered),
         })
+    }
+}
+
+/// An error in one direction, and whether it came from that direction's source (a read) or
+/// its destination (a write).
+struct Fault {
+    error: io::Error,
+    on_source: bool,
+}
+
+impl Fault {
+    /// The side of an error in the client -> node direction.
+    fn side_of_up(&self) -> Side {
+        if self.on_source {
+            Side::Client
+        } else {
+            Side::Node
+        }
+    }
+
+    /// The side of an error in the node -> client direction.
+    fn side_of_down(&self) -> Side {
+        if self.on_source {
+            Side::Node
+        } else {
+            Side::Client
+        }
+    }
+
+    /// Ends the connection on this error, seen in the direction that reads from `source`:
+    /// both sides are reset, so each sees the failure rather than a clean end.
+    fn end(self, source: Side, client: &TcpStream, node: &TcpStream) -> End {
+        net::reset_on_close(client);
+        net::reset_on_close(node);
+        let side = match (source, self.on_source) {
+            (Side::Client, true) | (Side::Node, false) => Side::Client,
+            _ => Side::Node,
+        };
+        End::Error(self.error, side)
     }
 }
 
@@ -138,6 +264,8 @@ struct Direction {
     moved: u64,
     /// Whether a read ever filled the copy buffer: from then on, splice(2) is used.
     bulk: bool,
+    /// Set on the client -> node direction once the node has ended without answering.
+    unanswered: Option<NodeEnd>,
 }
 
 /// Where a direction stands.
@@ -169,19 +297,29 @@ impl Direction {
     ///
     /// `other_done` says the opposite direction has finished: then an EOF here ends the whole
     /// connection, and the `close` that follows sends the FIN, so no `shutdown` call is needed.
+    /// `hold_eof` keeps an EOF from being passed on (the connection is about to be given up).
     fn poll(
         &mut self,
         src: &TcpStream,
         dst: &TcpStream,
         last_activity: &mut Instant,
         other_done: bool,
+        hold_eof: bool,
         cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
+    ) -> Poll<Result<(), Fault>> {
+        let read_fault = |error| Fault {
+            error,
+            on_source: true,
+        };
+        let write_fault = |error| Fault {
+            error,
+            on_source: false,
+        };
         loop {
             match &mut self.state {
                 State::Done => return Poll::Ready(Ok(())),
                 State::Idle => {
-                    ready!(src.poll_read_ready(cx))?;
+                    ready!(src.poll_read_ready(cx)).map_err(read_fault)?;
                     let read = if self.bulk {
                         self.fill_pipe(src)
                     } else {
@@ -189,8 +327,8 @@ impl Direction {
                     };
                     match read {
                         Ok(0) => {
-                            if !other_done {
-                                half_close(dst)?;
+                            if !other_done && !hold_eof {
+                                half_close(dst).map_err(write_fault)?;
                             }
                             self.state = State::Done;
                         }
@@ -200,7 +338,7 @@ impl Direction {
                         }
                         // Readiness was cleared: the next poll_read_ready registers the waker.
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Poll::Ready(Err(e)),
+                        Err(e) => return Poll::Ready(Err(read_fault(e))),
                     }
                 }
                 State::Writing { buf, start, end } => match write_some(dst, &buf[*start..*end]) {
@@ -212,9 +350,9 @@ impl Direction {
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        ready!(dst.poll_write_ready(cx))?;
+                        ready!(dst.poll_write_ready(cx)).map_err(write_fault)?;
                     }
-                    Err(e) => return Poll::Ready(Err(e)),
+                    Err(e) => return Poll::Ready(Err(write_fault(e))),
                 },
                 #[cfg(target_os = "linux")]
                 State::Draining { pipe } => {
@@ -226,9 +364,9 @@ impl Direction {
                             }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            ready!(dst.poll_write_ready(cx))?;
+                            ready!(dst.poll_write_ready(cx)).map_err(write_fault)?;
                         }
-                        Err(e) => return Poll::Ready(Err(e)),
+                        Err(e) => return Poll::Ready(Err(write_fault(e))),
                     }
                 }
             }

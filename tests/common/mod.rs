@@ -564,3 +564,46 @@ pub fn tool_available(program: &str) -> bool {
     );
     false
 }
+
+/// A node that accepts every connection and drops it at once: with a FIN, or with a reset
+/// (`reset`), or after `after` with nothing sent (a node's own idle timeout).
+pub struct Dropper {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Connections accepted (probes included).
+    pub accepted: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Dropper {
+    /// Starts a dropping node on an ephemeral port.
+    pub async fn start(reset: bool, after: Duration) -> Dropper {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    if reset {
+                        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    }
+                    drop(stream);
+                });
+            }
+        });
+        Dropper {
+            addr,
+            accepted,
+            task,
+        }
+    }
+}
+
+impl Drop for Dropper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

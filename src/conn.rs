@@ -1,0 +1,147 @@
+//! One client connection, from accept to close: pick and connect (with retries), splice, the
+//! node's verdict on what it did with the client, the retry of a client the node dropped
+//! untouched, and the close counted and logged.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::connect::{self, AttemptError, Attempts, ConnectError, Connected, FailureKind};
+use crate::metrics::ActiveClient;
+use crate::node::{Node, NodeSet, Observation, Source};
+use crate::splice::{self, End, NodeEnd, Outcome, Side};
+use crate::state::Shared;
+
+/// Serves one client: connect to a node (with retries), splice, count and log the end. The
+/// permit (if any), the node slot and the listener's active count are released when this
+/// returns, on every path.
+pub async fn handle(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    _permit: Option<OwnedSemaphorePermit>,
+) {
+    let _active = ActiveClient::new(&shared.listener);
+    let config = shared.config();
+    let nodes = shared.nodes();
+    let turn = shared.next_pick.fetch_add(1, Ordering::Relaxed);
+    let mut attempts = Attempts::default();
+    loop {
+        // The connect phase (retries, DNS, timeouts) is a larger future than the splice that
+        // follows; boxing it keeps it out of this task's own state, so a long-lived
+        // connection holds only what the splice needs.
+        let connected = Box::pin(connect::connect(
+            &nodes,
+            turn,
+            config.retries,
+            config.timeouts.connect,
+            config.health.interval,
+            &mut attempts,
+        ))
+        .await;
+        let Connected {
+            stream,
+            slot,
+            index,
+        } = match connected {
+            Ok(connected) => connected,
+            Err(error) => return failed(&shared, peer, &error),
+        };
+        // A node that drops a client within the connect timeout, before a byte moved either
+        // way, has refused it as surely as a failed connect: the client is retried.
+        let outcome = splice::splice(
+            client,
+            stream,
+            config.timeouts.idle,
+            config.timeouts.connect,
+        )
+        .await;
+        // The slot goes back before the close is counted and logged, so whoever sees the log
+        // line (or the counters) sees the node's active count already lowered.
+        let node = Arc::clone(slot.node());
+        drop(slot);
+        node.stats
+            .closed(outcome.client_to_node, outcome.node_to_client);
+        verdict(&nodes, &node, &outcome);
+        let Outcome {
+            client_to_node,
+            node_to_client,
+            end,
+            unanswered,
+        } = outcome;
+        match end {
+            End::Dropped(back) => {
+                let reason = unanswered.map_or("closed", |e| e.reason());
+                tracing::debug!(node = %node.address, reason, "node dropped the client at once; trying another");
+                attempts.dropped(index, &node, AttemptError::Unanswered(reason));
+                client = back;
+            }
+            end => {
+                let moved = (client_to_node, node_to_client);
+                return closed(&shared, peer, &node, moved, unanswered, &end);
+            }
+        }
+    }
+}
+
+/// Tells the node's health what it did with the client: answered (a byte came back), or
+/// ended before answering while the client was still sending.
+fn verdict(nodes: &NodeSet, node: &Node, outcome: &Outcome) {
+    if let Some(how) = outcome.unanswered {
+        node.stats.failed(FailureKind::Unanswered);
+        nodes.observe(node, Source::Client, Observation::Unanswered, &how.reason());
+    } else if outcome.node_to_client > 0 {
+        nodes.observe(node, Source::Client, Observation::Answered, &"answered");
+    }
+}
+
+/// A client no node could take: counted, and logged unless too many fail this second.
+fn failed(shared: &Shared, peer: SocketAddr, error: &ConnectError) {
+    shared.listener.failed.fetch_add(1, Ordering::Relaxed);
+    if shared.client_failures.allow() {
+        tracing::warn!(client = %peer, %error, "closing client: no node could take it");
+    }
+}
+
+/// A spliced connection that ended, with the bytes it `moved` (client to node, node to
+/// client): logged at debug level, or as a failure when the node ended it without answering.
+fn closed(
+    shared: &Shared,
+    peer: SocketAddr,
+    node: &Node,
+    moved: (u64, u64),
+    unanswered: Option<NodeEnd>,
+    end: &End,
+) {
+    if let Some(how) = unanswered {
+        shared.listener.failed.fetch_add(1, Ordering::Relaxed);
+        if shared.client_failures.allow() {
+            tracing::warn!(client = %peer, node = %node.address, reason = how.reason(), "client failed: the node {} after the client's bytes were sent", how.reason());
+        }
+    }
+    tracing::debug!(
+        node = %node.address,
+        client_to_node = moved.0,
+        node_to_client = moved.1,
+        end = %EndText(end),
+        "connection closed"
+    );
+}
+
+/// How a connection ended, for the log line (formatted only if the line is written).
+struct EndText<'a>(&'a End);
+
+impl std::fmt::Display for EndText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            End::Done => f.write_str("done"),
+            End::Idle => f.write_str("idle timeout"),
+            End::Error(e, Side::Client) => write!(f, "client: {e}"),
+            End::Error(e, Side::Node) => write!(f, "node: {e}"),
+            End::Dropped(_) => f.write_str("dropped"),
+        }
+    }
+}
