@@ -84,6 +84,7 @@ pub async fn serve(
     tokio::select! {
         () = accept_loop(&listener, &shared, limit, &connections, &shutdown) => {}
         () = reloading => {}
+        () = summarise_failures(&shared) => {}
     }
     // Closing the listener makes new clients see "connection refused" right away.
     drop(listener);
@@ -107,6 +108,19 @@ pub async fn serve(
     }
     probes.wait().await;
     Ok(())
+}
+
+/// Once a second, one line for the client failures that were not logged one by one.
+async fn summarise_failures(shared: &Shared) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let more = shared.client_failures.take_suppressed();
+        if more > 0 {
+            tracing::warn!(count = more, "{more} more client failures in the last second (rate-limited: not logged one by one)");
+        }
+    }
 }
 
 /// Accepts clients until `shutdown`, one task each. Never gives up: out of descriptors or

@@ -607,3 +607,88 @@ impl Drop for Dropper {
         self.task.abort();
     }
 }
+
+/// A future run on a namespace thread's own runtime.
+pub type LocalFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T>>>;
+
+/// A network namespace made for one test, removed when dropped (even when the test fails).
+pub struct Netns {
+    /// Its name, for `ip netns exec`.
+    pub name: String,
+}
+
+impl Netns {
+    /// Makes a namespace with its loopback up, or `None` (with the reason printed) where
+    /// namespaces cannot be made here.
+    pub fn new(tag: &str) -> Option<Netns> {
+        let name = format!("tierlb-{tag}-{}", std::process::id());
+        let made = Command::new("ip").args(["netns", "add", &name]).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!(
+                "skipping: cannot make a network namespace (ip netns add needs root and iproute2)"
+            );
+            return None;
+        }
+        let ns = Netns { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        Some(ns)
+    }
+
+    /// Runs a command inside the namespace and asserts it succeeded.
+    pub fn exec(&self, args: &[&str]) {
+        let status = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .status()
+            .expect("run ip netns exec");
+        assert!(status.success(), "{args:?} failed in {}", self.name);
+    }
+
+    /// A command that runs `program` inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// Runs `f` to its end on a thread that has entered the namespace, with its own
+    /// runtime, so that the sockets it opens live there.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> LocalFuture<T> + Send + 'static) -> T {
+        self.thread(f).join().expect("namespace thread")
+    }
+
+    /// Starts `f` on a thread inside the namespace that runs until the test process ends
+    /// (a server, say), and returns what it sends on `ready`.
+    pub fn serve<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(std::sync::mpsc::Sender<T>) -> LocalFuture<()> + Send + 'static,
+    ) -> T {
+        let (ready, started) = std::sync::mpsc::channel();
+        let _thread = self.thread(move || f(ready));
+        started.recv().expect("the namespace server started")
+    }
+
+    fn thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> LocalFuture<T> + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open the namespace");
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(f())
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
