@@ -21,7 +21,6 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::connect::FailureKind;
@@ -29,39 +28,26 @@ use crate::metrics;
 use crate::node::Node;
 use crate::state::Shared;
 
+mod guard;
+mod serve;
+
+pub use serve::HEADER_TIMEOUT;
+
 /// Binds `addr` now (so a taken port fails start-up), then serves on a dedicated thread until
-/// `stop` is cancelled.
-pub fn start(addr: SocketAddr, shared: Arc<Shared>, stop: CancellationToken) -> io::Result<()> {
-    let listener = std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot serve admin on {addr}: {e}")))?;
-    tracing::info!(addr = %listener.local_addr()?, "admin listening");
-    std::thread::Builder::new()
-        .name("tierlb-admin".to_owned())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    tracing::error!(error = %e, "admin endpoint cannot start its runtime");
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let served = async {
-                    let listener = tokio::net::TcpListener::from_std(listener)?;
-                    axum::serve(listener, router(shared))
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await
-                };
-                if let Err(e) = served.await {
-                    tracing::error!(error = %e, "admin endpoint stopped");
-                }
-            });
-        })?;
-    Ok(())
+/// `stop` is cancelled, with at most `max_connections` admin connections at once.
+pub fn start(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    max_connections: u32,
+    stop: CancellationToken,
+) -> io::Result<()> {
+    serve::start(
+        addr,
+        router(Arc::clone(&shared)),
+        shared,
+        max_connections,
+        stop,
+    )
 }
 
 /// The routes; unknown paths get a 404 that lists the known ones, wrong methods a 405.
@@ -78,12 +64,21 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 "not found; try GET /, /metrics, /status or POST /nodes/{address}/drain|enable\n",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            guard::check_host,
+        ))
         .with_state(shared)
 }
 
 async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
     let nodes = shared.nodes();
-    let text = metrics::render(&nodes.nodes, &shared.listener, &shared.bound.to_string());
+    let text = metrics::render(
+        &nodes.nodes,
+        &shared.listener,
+        &shared.process,
+        &shared.bound.to_string(),
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -205,7 +200,7 @@ fn set_drained(
     headers: HeaderMap,
     drained: bool,
 ) -> Response {
-    if let Some(refusal) = refusal(&shared, &headers) {
+    if let Some(refusal) = guard::refusal(&shared, &headers) {
         return refusal;
     }
     let nodes = shared.nodes();
@@ -219,40 +214,6 @@ fn set_drained(
             format!("no node `{address}` in service\n"),
         )
             .into_response(),
-    }
-}
-
-/// Checks the bearer token; returns the refusal, if any: 403 if no token is configured or
-/// the one sent is wrong, 401 if none was sent.
-fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
-    let config = shared.config();
-    let Some(expected) = config.admin.token.as_deref() else {
-        return Some(
-            (
-                StatusCode::FORBIDDEN,
-                "write endpoints are disabled: set [admin] token in the config\n",
-            )
-                .into_response(),
-        );
-    };
-    let sent = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(sent) = sent else {
-        return Some(
-            (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "send the admin token as `Authorization: Bearer TOKEN`\n",
-            )
-                .into_response(),
-        );
-    };
-    if bool::from(sent.as_bytes().ct_eq(expected.as_bytes())) {
-        None
-    } else {
-        Some((StatusCode::FORBIDDEN, "wrong admin token\n").into_response())
     }
 }
 

@@ -120,8 +120,9 @@ fn splitmix64(x: u64) -> u64 {
 fn scan<N: Load>(nodes: &[N], turn: usize, tried: &[usize]) -> Option<usize> {
     let eligible = |i: usize, node: &N| !node.is_full() && !tried.contains(&i);
     let load = |node: &N| (u64::from(node.active()), u64::from(node.weight().max(1)));
-    // The best class (up beats down) and load, and the total weight of the nodes tied there.
-    let mut best: Option<(bool, (u64, u64))> = None;
+    // The best class (up beats down) and load, the first node there, and the total weight of
+    // the nodes tied there.
+    let mut best: Option<(bool, (u64, u64), usize)> = None;
     let mut tied_weight = 0u64;
     for (i, node) in nodes.iter().enumerate() {
         if !eligible(i, node) {
@@ -129,18 +130,18 @@ fn scan<N: Load>(nodes: &[N], turn: usize, tried: &[usize]) -> Option<usize> {
         }
         let (up, l) = (node.is_up(), load(node));
         match best {
-            Some((b_up, b)) if !((up && !b_up) || (up == b_up && lighter(l, b))) => {
+            Some((b_up, b, _)) if !((up && !b_up) || (up == b_up && lighter(l, b))) => {
                 if up == b_up && equal(l, b) {
                     tied_weight += l.1;
                 }
             }
             _ => {
-                best = Some((up, l));
+                best = Some((up, l, i));
                 tied_weight = l.1;
             }
         }
     }
-    let (b_up, b) = best?;
+    let (b_up, b, first) = best?;
     let mut target = turn as u64 % tied_weight;
     for (i, node) in nodes.iter().enumerate() {
         if !eligible(i, node) || node.is_up() != b_up {
@@ -155,7 +156,9 @@ fn scan<N: Load>(nodes: &[N], turn: usize, tried: &[usize]) -> Option<usize> {
         }
         target -= l.1;
     }
-    None
+    // Loads are live counters: connections opened or closed between the two passes can leave
+    // no node at the load seen first. The first best node is then as good a pick as any.
+    Some(first)
 }
 
 #[cfg(test)]

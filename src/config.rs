@@ -1,25 +1,27 @@
 //! Configuration: the validated [`Config`], how it is loaded, and [`ConfigError`].
 //!
-//! Parsing happens in two steps (in the `raw` submodule). `toml` + serde read the file into
-//! raw structs that keep every value's span, so type errors and unknown keys come back with
-//! their line from `toml` itself. Validation then turns the raw structs into a [`Config`] with
-//! no "filled in later" options, and every rejected value is reported with its dotted key and
-//! its line. Defaults live in the `DEFAULT_*` constants below and nowhere else; node addresses
-//! are parsed in the `address` submodule.
+//! `toml_edit` parses the file into a document that keeps every key's and value's position;
+//! the `schema` submodule then reads it key by key (through the `walk` submodule) into a
+//! [`Config`] with no "filled in later" options. Every problem is reported in tierlb's own
+//! words, with the file, the line and the dotted key, and all of them at once: a type error
+//! (`interval = 2`), a bad value, an unknown key. Values that are legal but likely wrong give
+//! warnings ([`Config::warnings`]). Defaults live in the `DEFAULT_*` constants below and
+//! nowhere else; addresses are parsed in the `address` submodule, durations in `duration`.
 //!
 //! The node list accepts two forms, `"host:port"` and `{ address = "host:port", weight = 2 }`.
-//! They are told apart by hand rather than with `#[serde(untagged)]`, whose error ("data did not
-//! match any variant") would hide what is actually wrong.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 mod address;
-mod raw;
+mod duration;
+mod schema;
+mod summary;
+mod walk;
 
-pub use address::NodeAddr;
-use raw::{RawConfig, Validator};
+pub use address::{parse_listen, parse_node_flag, NodeAddr};
+pub use duration::show as show_duration;
 
 /// Default probe interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
@@ -57,6 +59,8 @@ pub struct Config {
     pub threads: usize,
     /// The admin endpoint (`[admin]`, or `--admin`).
     pub admin: AdminConfig,
+    /// Values that are legal but likely wrong, each naming the file, line and key.
+    pub warnings: Vec<String>,
 }
 
 /// The admin endpoint (`[admin]`): off unless `listen` is set.
@@ -66,10 +70,23 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     /// Bearer token the write endpoints require; without one they are refused.
     pub token: Option<String>,
+    /// Host names (beside IP addresses and `localhost`) the endpoint answers to.
+    pub hosts: Vec<String>,
 }
 
-/// Shortest accepted admin token: long enough that guessing it is hopeless.
+/// Shortest accepted admin token, in characters: long enough that guessing it is hopeless.
 pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Whether `token` is acceptable as the admin token; the reason if not.
+pub fn check_token(token: &str) -> Result<(), &'static str> {
+    if token.trim().is_empty() {
+        Err("is blank: use at least 16 random characters")
+    } else if token.chars().count() < MIN_TOKEN_LEN {
+        Err("is too short: use at least 16 random characters")
+    } else {
+        Ok(())
+    }
+}
 
 /// One backend node as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,15 +138,17 @@ pub enum ConfigError {
         /// What the OS said.
         source: std::io::Error,
     },
-    /// The file is not valid TOML, or has an unknown key or a value of the wrong type.
-    #[error("{path}: {source}")]
-    Parse {
+    /// The file is not valid TOML.
+    #[error("{path}:{line}: not valid TOML: {message}")]
+    Syntax {
         /// The file.
         path: String,
-        /// The parser's message, with line and column.
-        source: Box<toml::de::Error>,
+        /// 1-based line where parsing stopped.
+        line: usize,
+        /// What the parser expected there.
+        message: String,
     },
-    /// A value is of the right type but not acceptable.
+    /// A value is missing, of the wrong type, not acceptable, or its key is unknown.
     #[error("{path}:{line}: `{key}` {message}")]
     Invalid {
         /// The file.
@@ -141,6 +160,12 @@ pub enum ConfigError {
         /// What is wrong and how to fix it.
         message: String,
     },
+    /// Several errors in one file, one per line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Many(Vec<ConfigError>),
+    /// A command-line value or environment variable is wrong (the message says which).
+    #[error("{0}")]
+    Usage(String),
     /// Neither the file nor `-p` gave a node.
     #[error("no nodes configured: add `nodes = [\"host:port\", ...]` to the config file or pass -p host:port")]
     NoNodes,
@@ -149,6 +174,21 @@ pub enum ConfigError {
         "no listen address: set `listen = \"0.0.0.0:8000\"` in the config file or pass -l ADDR"
     )]
     NoListen,
+}
+
+impl ConfigError {
+    /// One error as itself, several as [`ConfigError::Many`] in the order of their lines.
+    pub fn many(mut errors: Vec<ConfigError>) -> ConfigError {
+        errors.sort_by_key(|e| match e {
+            ConfigError::Invalid { line, .. } | ConfigError::Syntax { line, .. } => *line,
+            _ => 0,
+        });
+        if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            ConfigError::Many(errors)
+        }
+    }
 }
 
 /// Settings given on the command line, which take precedence over the file.
@@ -160,6 +200,9 @@ pub struct Overrides {
     pub nodes: Vec<NodeAddr>,
     /// `--admin`: replaces `admin.listen`.
     pub admin: Option<SocketAddr>,
+    /// `--admin-token-file` or `TIERLB_ADMIN_TOKEN` (already checked): replaces
+    /// `admin.token`.
+    pub admin_token: Option<String>,
 }
 
 impl Config {
@@ -184,56 +227,7 @@ impl Config {
 
     /// Parses and validates TOML `text`; `path` names the source in error messages.
     pub fn parse(text: &str, path: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(e),
-        })?;
-        Validator { text, path }.config(raw, overrides)
-    }
-
-    /// A short human-readable summary, printed by `--check`.
-    pub fn summary(&self) -> String {
-        let mut out = format!("listen {}\n", self.listen);
-        for node in &self.nodes {
-            out.push_str(&format!("node {} weight {}", node.address, node.weight));
-            if let Some(max) = node.max_connections {
-                out.push_str(&format!(" max_connections {max}"));
-            }
-            out.push('\n');
-        }
-        let h = &self.health;
-        out.push_str(&format!(
-            "health interval {} timeout {} rise {} fall {}{}\n",
-            humantime::format_duration(h.interval),
-            humantime::format_duration(h.timeout),
-            h.rise,
-            h.fall,
-            if h.send.is_some() || h.expect.is_some() {
-                " send/expect"
-            } else {
-                ""
-            },
-        ));
-        let t = &self.timeouts;
-        if let Some(admin) = self.admin.listen {
-            let token = if self.admin.token.is_some() {
-                "set"
-            } else {
-                "none (write endpoints refused)"
-            };
-            out.push_str(&format!("admin {admin} token {token}\n"));
-        }
-        out.push_str(&format!(
-            "timeouts connect {} idle {} drain {}\nretries {}\nmax_connections {}\nthreads {}\n",
-            humantime::format_duration(t.connect),
-            humantime::format_duration(t.idle),
-            humantime::format_duration(t.drain),
-            self.retries,
-            self.max_connections
-                .map_or_else(|| "unlimited".to_owned(), |m| m.to_string()),
-            self.threads,
-        ));
-        out
+        schema::read(text, path, overrides)
     }
 }
 
@@ -301,7 +295,7 @@ mod tests {
                 "needs brackets",
             ),
             (
-                "listen = \"127.0.0.1:1\"\nnodes = [\"a:1\"]\n[timeouts]\nidle = \"1000years\"\n",
+                "listen = \"127.0.0.1:1\"\nnodes = [\"a:1\"]\n[timeouts]\nidle = \"1000d\"\n",
                 "t.toml:4: `timeouts.idle` must be at most 365 days",
             ),
             (
@@ -324,7 +318,7 @@ mod tests {
         let err = parse("listen = \"127.0.0.1:1\"\nnodes = [{ address = \"a:1\", wieght = 2 }]\n")
             .expect_err("unknown key")
             .to_string();
-        assert!(err.contains("wieght") && err.contains("line 2"), "{err}");
+        assert!(err.contains("t.toml:2: `nodes[0].wieght`"), "{err}");
     }
 
     #[test]
@@ -333,6 +327,7 @@ mod tests {
             listen: Some("127.0.0.1:9".parse().expect("addr")),
             nodes: vec!["b:2".parse().expect("node")],
             admin: None,
+            admin_token: None,
         };
         let c = Config::parse(
             "listen = \"0.0.0.0:1\"\nnodes = [\"a:1\"]\n",

@@ -22,7 +22,7 @@ pub async fn handle(
     mut client: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: OwnedSemaphorePermit,
 ) {
     let _active = ActiveClient::new(&shared.listener);
     let config = shared.config();

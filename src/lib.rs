@@ -49,6 +49,7 @@ pub mod config;
 pub mod conn;
 pub mod connect;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod net;
 pub mod node;
@@ -63,11 +64,11 @@ pub mod throttle;
 pub use config::Config;
 
 /// Serves `config` until `shutdown` is cancelled, then drains; each configuration received
-/// on `reloads` is put in force without dropping a connection. See [`server::run`].
+/// on `reloads` (or the error that kept it from loading) is put in force without dropping a connection. See [`server::run`].
 pub async fn run(
     config: Config,
     shutdown: tokio_util::sync::CancellationToken,
-    reloads: tokio::sync::mpsc::UnboundedReceiver<Config>,
+    reloads: tokio::sync::mpsc::UnboundedReceiver<server::Reload>,
 ) -> std::io::Result<()> {
     server::run(config, shutdown, reloads).await
 }

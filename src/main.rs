@@ -20,7 +20,10 @@ fn main() -> ExitCode {
     let config = match args.load_config() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("tierlb: error: {e}");
+            // Several errors come one per line, each with the prefix.
+            for line in e.to_string().lines() {
+                eprintln!("tierlb: error: {line}");
+            }
             return ExitCode::from(2);
         }
     };
@@ -29,6 +32,22 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(args.log_format);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    // More descriptors mean more clients at once (see tierlb::limits); the hard limit is the
+    // operator's to set.
+    match tierlb::limits::raise_nofile() {
+        Ok((before, after)) if after > before => {
+            tracing::info!(
+                before,
+                after,
+                "raised the open-files limit to the hard limit"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
     match serve(args, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -73,13 +92,10 @@ fn serve(args: Args, config: Config) -> anyhow::Result<()> {
         let (reloads, reloaded) = tokio::sync::mpsc::unbounded_channel();
         // SIGHUP re-reads the same file with the same flags; a bad file is reported exactly
         // as --check would, and the configuration in force stays.
-        let reload = move || match args.load_config() {
-            Ok(config) => {
-                if reloads.send(config).is_err() {
-                    tracing::debug!("reload after the server stopped: ignored");
-                }
+        let reload = move || {
+            if reloads.send(args.load_config()).is_err() {
+                tracing::debug!("reload after the server stopped: ignored");
             }
-            Err(e) => tracing::error!("reload failed, keeping the configuration in force: {e}"),
         };
         tierlb::shutdown::handle_signals(shutdown.clone(), reload)
             .context("cannot install signal handlers")?;

@@ -47,6 +47,14 @@ pub const LISTENER_REJECTED: &str = "tierlb_listener_rejected_total";
 pub const LISTENER_FAILED: &str = "tierlb_listener_failed_total";
 /// Client connections open now.
 pub const LISTENER_ACTIVE: &str = "tierlb_listener_active_connections";
+/// Probes that failed, the node's fault.
+pub const NODE_PROBE_FAILURES: &str = "tierlb_node_probe_failures_total";
+/// The version of the running binary, as a label on a constant 1.
+pub const BUILD_INFO: &str = "tierlb_build_info";
+/// SIGHUP reloads, by result (`ok`, `error`).
+pub const RELOADS: &str = "tierlb_reloads_total";
+/// Admin connections closed at once because the admin endpoint was at its limit.
+pub const ADMIN_REJECTED: &str = "tierlb_admin_rejected_total";
 
 /// Quantiles of the connect-latency summary; 1 is the maximum.
 const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 1.0];
@@ -143,6 +151,17 @@ impl NodeStats {
     }
 }
 
+/// Process-wide counters.
+#[derive(Debug, Default)]
+pub struct ProcessStats {
+    /// Admin connections closed at once because the admin endpoint was at its limit.
+    pub admin_rejected: AtomicU64,
+    /// Reloads put in force.
+    pub reloads_ok: AtomicU64,
+    /// Reloads refused (the file did not validate).
+    pub reloads_failed: AtomicU64,
+}
+
 /// Listener counters.
 #[derive(Debug, Default)]
 pub struct ListenerStats {
@@ -182,7 +201,7 @@ struct PerNode {
 }
 
 /// The per-node families without extra labels, in the order they are rendered.
-const PER_NODE: [PerNode; 7] = [
+const PER_NODE: [PerNode; 8] = [
     PerNode {
         name: NODE_UP,
         kind: "gauge",
@@ -214,6 +233,12 @@ const PER_NODE: [PerNode; 7] = [
         value: |n| n.stats.retries.load(Ordering::Relaxed),
     },
     PerNode {
+        name: NODE_PROBE_FAILURES,
+        kind: "counter",
+        help: "Probes of the node that failed.",
+        value: |n| n.stats.probe_failures.load(Ordering::Relaxed),
+    },
+    PerNode {
         name: NODE_SENT_BYTES,
         kind: "counter",
         help: "Bytes from clients to the node, counted at close.",
@@ -230,9 +255,43 @@ const PER_NODE: [PerNode; 7] = [
 /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
 ///
 /// `writeln!` into a `String` cannot fail, so its `fmt::Result` is ignored throughout.
-pub fn render(nodes: &[Arc<Node>], listener: &ListenerStats, listen: &str) -> String {
+pub fn render(
+    nodes: &[Arc<Node>],
+    listener: &ListenerStats,
+    process: &ProcessStats,
+    listen: &str,
+) -> String {
     let mut out = String::with_capacity(1024 + nodes.len() * 2048);
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    family(
+        &mut out,
+        BUILD_INFO,
+        "gauge",
+        "The running tierlb, by version.",
+    );
+    let _ = writeln!(
+        out,
+        "{BUILD_INFO}{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    family(&mut out, RELOADS, "counter", "SIGHUP reloads, by result.");
+    let _ = writeln!(
+        out,
+        "{RELOADS}{{result=\"ok\"}} {}",
+        get(&process.reloads_ok)
+    );
+    let _ = writeln!(
+        out,
+        "{RELOADS}{{result=\"error\"}} {}",
+        get(&process.reloads_failed)
+    );
+    family(
+        &mut out,
+        ADMIN_REJECTED,
+        "counter",
+        "Admin connections closed at once: the admin endpoint was at its connection limit.",
+    );
+    let _ = writeln!(out, "{ADMIN_REJECTED} {}", get(&process.admin_rejected));
     for family_of in &PER_NODE {
         family(&mut out, family_of.name, family_of.kind, family_of.help);
         for n in nodes {

@@ -14,13 +14,19 @@ const BACKLOG: i32 = 4096;
 /// Binds a listening socket with SO_REUSEADDR, so a restart does not wait out TIME_WAIT, and
 /// TCP_NODELAY, which Linux copies to every accepted socket (see [`prepare_client`]).
 pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::from_std(bind_std_listener(addr, BACKLOG)?)
+}
+
+/// The non-blocking listening socket of [`bind_listener`], with an accept queue of `backlog`,
+/// not yet registered with a runtime.
+pub fn bind_std_listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    socket.listen(backlog)?;
+    Ok(socket.into())
 }
 
 /// A socket for connecting to a node, with TCP_NODELAY set before the connect so the

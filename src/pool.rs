@@ -61,13 +61,18 @@ impl Drop for Buffer {
 }
 
 #[cfg(target_os = "linux")]
-pub use linux::Pipe;
+pub use linux::{set_pipe_limit, Pipe};
+
+/// Without a pipe pool (not Linux) there is no pipe to limit.
+#[cfg(not(target_os = "linux"))]
+pub fn set_pipe_limit(_pipes: usize) {}
 
 #[cfg(target_os = "linux")]
 mod linux {
     use std::cell::RefCell;
     use std::io;
     use std::os::fd::{AsFd, OwnedFd};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use rustix::pipe::{self, PipeFlags, SpliceFlags};
 
@@ -77,6 +82,32 @@ mod linux {
     const PIPE_SIZE: usize = 256 * 1024;
     /// Most idle pipes kept per thread (each costs two descriptors, no memory while empty).
     const MAX_POOLED_PIPES: usize = 32;
+
+    /// Pipes open now, pooled or in use, across all threads.
+    static OPEN: AtomicUsize = AtomicUsize::new(0);
+    /// Most pipes open at once (see [`set_pipe_limit`]).
+    static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+    /// Caps the pipes open at once, so they never take the descriptors clients need (see
+    /// [`crate::limits`]); past the cap, directions copy instead of splicing.
+    pub fn set_pipe_limit(pipes: usize) {
+        LIMIT.store(pipes, Ordering::Relaxed);
+    }
+
+    /// Counts one more open pipe, unless the cap is reached.
+    fn reserve() -> io::Result<()> {
+        let limit = LIMIT.load(Ordering::Relaxed);
+        OPEN.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .map(drop)
+        .map_err(|_| io::Error::other("the pipe budget is spent"))
+    }
+
+    /// Counts one pipe closed.
+    fn release() {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
 
     thread_local! {
         static PIPES: RefCell<Vec<(OwnedFd, OwnedFd)>> = const { RefCell::new(Vec::new()) };
@@ -96,7 +127,9 @@ mod linux {
             let fds = match PIPES.with(|pool| pool.borrow_mut().pop()) {
                 Some(fds) => fds,
                 None => {
-                    let (read, write) = pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
+                    reserve()?;
+                    let (read, write) = pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)
+                        .inspect_err(|_| release())?;
                     // A smaller pipe still works: ignore a refusal (e.g. over the user limit).
                     let _ = pipe::fcntl_setpipe_size(&write, PIPE_SIZE);
                     (read, write)
@@ -145,16 +178,20 @@ mod linux {
 
     impl Drop for Pipe {
         fn drop(&mut self) {
-            if self.pending != 0 {
+            let Some(fds) = self.fds.take() else {
                 return;
-            }
-            if let Some(fds) = self.fds.take() {
-                PIPES.with(|pool| {
+            };
+            let pooled = self.pending == 0
+                && PIPES.with(|pool| {
                     let mut pool = pool.borrow_mut();
-                    if pool.len() < MAX_POOLED_PIPES {
+                    let room = pool.len() < MAX_POOLED_PIPES;
+                    if room {
                         pool.push(fds);
                     }
+                    room
                 });
+            if !pooled {
+                release();
             }
         }
     }

@@ -45,6 +45,9 @@ pub fn diff(old: &[&NodeAddr], new: &[&NodeAddr]) -> Diff {
 
 /// Puts `new` in force. `start_probe` is called for each added node.
 pub fn apply(shared: &Shared, mut new: Config, start_probe: impl Fn(Arc<Node>)) {
+    for warning in &new.warnings {
+        tracing::warn!("{warning}");
+    }
     let old = shared.config();
     keep_fixed(&old, &mut new);
     let current = shared.nodes();

@@ -13,13 +13,17 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::Config;
+use crate::limits::Budget;
 use crate::state::Shared;
-use crate::{admin, conn, health, net, reload};
+use crate::{admin, conn, health, net, pool, reload};
 
 /// Longest pause of the accept loop while out of descriptors or memory.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// First pause of the accept loop while out of descriptors or memory.
 const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// A configuration read again on SIGHUP, or why it could not be.
+pub type Reload = Result<Config, crate::config::ConfigError>;
 
 /// Binds `config.listen`, then serves until `shutdown` is cancelled, then drains open
 /// connections for up to `timeouts.drain`. Each configuration received on `reloads` is put in
@@ -27,7 +31,7 @@ const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 pub async fn run(
     config: Config,
     shutdown: CancellationToken,
-    reloads: mpsc::UnboundedReceiver<Config>,
+    reloads: mpsc::UnboundedReceiver<Reload>,
 ) -> io::Result<()> {
     let listen = config.listen;
     let listener = net::bind_listener(listen)
@@ -42,7 +46,7 @@ pub async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: CancellationToken,
-    mut reloads: mpsc::UnboundedReceiver<Config>,
+    mut reloads: mpsc::UnboundedReceiver<Reload>,
 ) -> io::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(
@@ -52,16 +56,15 @@ pub async fn serve(
         connect_timeout = %humantime::format_duration(config.timeouts.connect),
         "listening"
     );
-    let limit = config
-        .max_connections
-        .map(|max| Arc::new(Semaphore::new(max as usize)));
+    let limit = connection_limit(config.max_connections, config.nodes.len());
     let admin = config.admin.listen;
     let shared = Shared::new(config, local);
     // The admin endpoint keeps serving through the drain, and stops when this returns.
     let admin_stop = CancellationToken::new();
     let _stop_admin_on_return = admin_stop.clone().drop_guard();
     if let Some(addr) = admin {
-        admin::start(addr, Arc::clone(&shared), admin_stop)?;
+        let budget = Budget::current(shared.nodes().nodes.len());
+        admin::start(addr, Arc::clone(&shared), budget.admin, admin_stop)?;
     }
 
     let probes = TaskTracker::new();
@@ -76,7 +79,19 @@ pub async fn serve(
     let connections = TaskTracker::new();
     let reloading = async {
         while let Some(config) = reloads.recv().await {
-            reload::apply(&shared, config, start_probe);
+            match config {
+                Ok(config) => {
+                    reload::apply(&shared, config, start_probe);
+                    shared.process.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    shared
+                        .process
+                        .reloads_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("reload failed, keeping the configuration in force: {e}");
+                }
+            }
         }
         // No more reloads can come: wait for the end.
         std::future::pending::<()>().await;
@@ -110,6 +125,81 @@ pub async fn serve(
     Ok(())
 }
 
+/// One stretch of time in a condition worth one log line at each end (at the connection
+/// limit, out of descriptors), with the number of events during it. It ends only after a
+/// quiet second, so a limit that is reached again and again under load is one episode.
+#[derive(Default)]
+struct Episode {
+    /// When it started, when the last event was, and how many there were.
+    state: Option<(std::time::Instant, std::time::Instant, u64)>,
+}
+
+/// How long an episode must go without an event to be over.
+const EPISODE_QUIET: Duration = Duration::from_secs(1);
+
+impl Episode {
+    /// Counts one event; calls `log` if this starts the episode.
+    fn begin(&mut self, log: impl FnOnce()) {
+        let now = std::time::Instant::now();
+        match &mut self.state {
+            Some((_, last, count)) => {
+                *last = now;
+                *count += 1;
+            }
+            None => {
+                log();
+                self.state = Some((now, now, 1));
+            }
+        }
+    }
+
+    /// Notes that the condition still held just now (a wait ended), without counting.
+    fn touch(&mut self) {
+        if let Some((_, last, _)) = &mut self.state {
+            *last = std::time::Instant::now();
+        }
+    }
+
+    /// Ends the episode if one is running and has been quiet for a second, calling `log`
+    /// with its event count and length.
+    fn end(&mut self, log: impl FnOnce(u64, &str)) {
+        if let Some((started, last, count)) = self.state {
+            if last.elapsed() >= EPISODE_QUIET {
+                self.state = None;
+                let lasted = Duration::from_millis(started.elapsed().as_millis() as u64);
+                log(count, &humantime::format_duration(lasted).to_string());
+            }
+        }
+    }
+}
+
+/// The listener's connection limit: `max_connections` if set, and never more than the
+/// descriptor budget allows (see [`crate::limits`]); the budget also caps the pipes.
+fn connection_limit(configured: Option<u32>, nodes: usize) -> Arc<Semaphore> {
+    let budget = Budget::current(nodes);
+    pool::set_pipe_limit(budget.pipes as usize);
+    let limit = match configured {
+        Some(max) if max > budget.clients => {
+            tracing::warn!(
+                max_connections = max,
+                allowed = budget.clients,
+                nofile = budget.nofile,
+                "max_connections is more than the open-files limit allows; using {}: raise the limit (ulimit -n, LimitNOFILE=) to allow more",
+                budget.clients
+            );
+            budget.clients
+        }
+        Some(max) => max,
+        None => budget.clients,
+    };
+    tracing::info!(
+        nofile = budget.nofile,
+        max_connections = limit,
+        "at most {limit} clients at once; more wait in the accept queue"
+    );
+    Arc::new(Semaphore::new(limit as usize))
+}
+
 /// Once a second, one line for the client failures that were not logged one by one.
 async fn summarise_failures(shared: &Shared) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -125,24 +215,40 @@ async fn summarise_failures(shared: &Shared) {
 
 /// Accepts clients until `shutdown`, one task each. Never gives up: out of descriptors or
 /// memory, it backs off (doubling up to a second) and tries again; the kernel's backlog holds
-/// waiting clients meanwhile.
+/// waiting clients meanwhile, as it does while the connection limit is reached. Each such
+/// episode is logged twice, when it starts and when it ends (with how long and how many),
+/// never once per client.
 async fn accept_loop(
     listener: &TcpListener,
     shared: &Arc<Shared>,
-    limit: Option<Arc<Semaphore>>,
+    limit: Arc<Semaphore>,
     connections: &TaskTracker,
     shutdown: &CancellationToken,
 ) {
     let mut backoff = MIN_ACCEPT_BACKOFF;
-    let mut exhausted = false;
+    let mut at_limit = Episode::default();
+    let mut exhausted = Episode::default();
     loop {
         // The slot is taken before accept(): at the limit, clients wait in the backlog.
-        let permit = match &limit {
-            Some(limit) => tokio::select! {
-                permit = Arc::clone(limit).acquire_owned() => permit.ok(),
-                () = shutdown.cancelled() => return,
-            },
-            None => None,
+        let permit = match Arc::clone(&limit).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                at_limit.begin(|| {
+                    tracing::warn!(
+                        "connection limit reached: new clients wait in the accept queue until a connection closes"
+                    );
+                });
+                let permit = tokio::select! {
+                    permit = Arc::clone(&limit).acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => return,
+                    },
+                    () = shutdown.cancelled() => return,
+                };
+                // The episode lasted at least until this wait ended.
+                at_limit.touch();
+                permit
+            }
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -151,11 +257,21 @@ async fn accept_loop(
         match accepted {
             Ok((client, peer)) => {
                 shared.listener.accepted.fetch_add(1, Ordering::Relaxed);
-                if exhausted {
-                    tracing::info!("accepting again");
-                    exhausted = false;
-                    backoff = MIN_ACCEPT_BACKOFF;
+                exhausted.end(|count, lasted| {
+                    tracing::info!(
+                        failed_accepts = count,
+                        "accepting again after {lasted} out of resources"
+                    );
+                });
+                if limit.available_permits() > 0 {
+                    at_limit.end(|count, lasted| {
+                        tracing::info!(
+                            waited = count,
+                            "below the connection limit again after {lasted}"
+                        );
+                    });
                 }
+                backoff = MIN_ACCEPT_BACKOFF;
                 if let Err(e) = net::prepare_client(&client) {
                     tracing::debug!(client = %peer, error = %e, "cannot set TCP_NODELAY");
                 }
@@ -165,10 +281,9 @@ async fn accept_loop(
             }
             Err(e) if net::is_resource_exhaustion(&e) => {
                 shared.listener.rejected.fetch_add(1, Ordering::Relaxed);
-                if !exhausted {
+                exhausted.begin(|| {
                     tracing::warn!(error = %e, "cannot accept: out of resources; backing off until some are freed");
-                    exhausted = true;
-                }
+                });
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = shutdown.cancelled() => return,

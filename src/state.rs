@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
-use crate::metrics::ListenerStats;
+use crate::metrics::{ListenerStats, ProcessStats};
 use crate::node::NodeSet;
 use crate::throttle::Throttle;
 
@@ -23,6 +23,8 @@ pub struct Shared {
     pub next_pick: AtomicUsize,
     /// Client-visible failures, for rate-limited logging.
     pub client_failures: Throttle,
+    /// Process-wide counters.
+    pub process: ProcessStats,
     /// Listener counters.
     pub listener: ListenerStats,
     /// The address the listener is bound to (the configured one may say port 0).
@@ -38,6 +40,7 @@ impl Shared {
             nodes: ArcSwap::from_pointee(nodes),
             next_pick: AtomicUsize::new(0),
             client_failures: Throttle::default(),
+            process: ProcessStats::default(),
             listener: ListenerStats::default(),
             bound,
         })

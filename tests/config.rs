@@ -26,26 +26,39 @@ fn tierlb(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().expect("run tierlb")
 }
 
+/// The lines of a fixture that start with `prefix` (`# expect: `, `# warn: `), without it.
+fn marked(text: &str, prefix: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
-fn every_invalid_config_fails_check_naming_what_is_wrong() {
+fn every_invalid_config_fails_check_with_exactly_its_messages() {
     let files = fixtures("invalid");
-    assert!(files.len() >= 15, "fixtures found: {files:?}");
+    assert!(files.len() >= 25, "fixtures found: {files:?}");
     for file in files {
         let text = std::fs::read_to_string(&file).expect("read fixture");
-        let want = text
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("# expect: "))
-            .unwrap_or_else(|| panic!("{} lacks its `# expect:` line", file.display()));
-        let out = tierlb(&["--check", "-c", file.to_str().expect("utf-8 path")]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", file.display());
+        let want = marked(&text, "# expect: ");
         assert!(
-            stderr.contains(want),
-            "{}: error should contain {want:?}, got:\n{stderr}",
+            !want.is_empty(),
+            "{} lacks its `# expect:` lines",
             file.display()
         );
-        assert!(!stderr.contains("panicked"), "{}: {stderr}", file.display());
+        let path = file.to_str().expect("utf-8 path");
+        let out = tierlb(&["--check", "-c", path]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", file.display());
+        // Word for word, one line per error, each "tierlb: error: PATH:LINE: ...".
+        let got: Vec<String> = stderr
+            .lines()
+            .map(|l| {
+                let l = l.strip_prefix("tierlb: error: ").unwrap_or(l);
+                l.strip_prefix(path).unwrap_or(l).to_owned()
+            })
+            .collect();
+        assert_eq!(got, want, "{}", file.display());
         assert!(
             out.stdout.is_empty(),
             "{}: nothing on stdout",
@@ -70,6 +83,18 @@ fn valid_configs_and_the_shipped_example_pass_check() {
         );
         assert!(stdout.starts_with("configuration ok\n"), "{stdout}");
         assert!(stdout.contains("node "), "{stdout}");
+        // Warnings, word for word, and none where a fixture expects none.
+        let text = std::fs::read_to_string(&file).expect("read fixture");
+        let path = file.to_str().expect("utf-8 path");
+        let mut want = marked(&text, "# warn: ");
+        let mut got: Vec<String> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("warning: "))
+            .map(|l| l.strip_prefix(path).unwrap_or(l).to_owned())
+            .collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "{}", file.display());
     }
 }
 
@@ -125,12 +150,32 @@ fn flags_replace_the_file_and_bad_flags_are_usage_errors() {
         "-p replaces the file's nodes: {stdout}"
     );
 
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["--check", "-l", "127.0.0.1:1", "-p", "nohost"],
             "has no port",
         ),
         (&["--check", "-l", "localhost", "-p", "a:1"], "--listen"),
+        (
+            &["--check", "-l", ":1", "-p", "127.0.0.1:9001", "-p", "127.0.0.1:9001"],
+            "tierlb: error: -p 127.0.0.1:9001 is given twice; give each node once\n",
+        ),
+        (
+            &["--check", "-l", ":1", "-p", "127.0.0.1:9001,127.0.0.1:9002"],
+            ": `127.0.0.1:9001,127.0.0.1:9002`: one host:port per -p; repeat -p for each node\n",
+        ),
+        (
+            &["--check", "-l", ":1", "-p", "http://node1:8080/"],
+            ": `http://node1:8080/`: no scheme (`http://`): tierlb speaks TCP; write host:port, e.g. node1:8080\n",
+        ),
+        (
+            &["--check", "-l", ":1", "-p", "9001"],
+            ": `9001` has no host; write host:port, e.g. 127.0.0.1:9001\n",
+        ),
+        (
+            &["--check", "-l", ":1", "-p", ":9001"],
+            ": `:9001` has no host; write host:port, e.g. 127.0.0.1:9001\n",
+        ),
         (&["--check", "-l", "127.0.0.1:1"], "no nodes configured"),
         (
             &["--check", "-c", "/nonexistent/tierlb.toml"],
@@ -156,5 +201,79 @@ fn listen_address_in_use_is_a_clear_runtime_error() {
     assert!(
         stderr.contains(&format!("cannot listen on {listen}")),
         "{stderr}"
+    );
+}
+
+#[test]
+fn listen_shorthand_means_every_ipv4_address() {
+    let out = tierlb(&["--check", "-l", ":8000", "-p", "127.0.0.1:9001"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("listen 0.0.0.0:8000\n"), "{stdout}");
+    let config = ConfigFile::new(
+        "listen = \":8001\"\nnodes = [\"127.0.0.1:9001\"]\n[admin]\nlisten = \"*:9090\"\n",
+    );
+    let out = tierlb(&["--check", "-c", config.path()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("listen 0.0.0.0:8001\n"), "{stdout}");
+    assert!(stdout.contains("admin 0.0.0.0:9090 "), "{stdout}");
+}
+
+#[test]
+fn admin_token_from_a_file_or_the_environment_is_checked_and_never_shown() {
+    let secret = "s3cret-token-of-32-characters-xy";
+    let token = ConfigFile::new(&format!("{secret}\n"));
+    let base = [
+        "--check",
+        "-l",
+        ":1",
+        "-p",
+        "127.0.0.1:9001",
+        "--admin",
+        "127.0.0.1:0",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--admin-token-file", token.path()]);
+    let out = tierlb(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("token set"), "{stdout}");
+    assert!(!stdout.contains(secret), "the token is never printed");
+
+    let short = ConfigFile::new("short\n");
+    let mut args = base.to_vec();
+    args.extend(["--admin-token-file", short.path()]);
+    let out = tierlb(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr,
+        format!(
+            "tierlb: error: --admin-token-file {}: the token is too short: use at least 16 random characters\n",
+            short.path()
+        )
+    );
+
+    let out = Command::new(bin())
+        .args(base)
+        .env("TIERLB_ADMIN_TOKEN", "                        ")
+        .output()
+        .expect("run tierlb");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "tierlb: error: TIERLB_ADMIN_TOKEN: the token is blank: use at least 16 random characters\n"
+    );
+    let out = Command::new(bin())
+        .args(base)
+        .env("TIERLB_ADMIN_TOKEN", secret)
+        .output()
+        .expect("run tierlb");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("token set") && !stdout.contains(secret),
+        "{stdout}"
     );
 }

@@ -56,12 +56,40 @@ async fn sigterm_refuses_new_clients_and_lets_the_transfer_finish() {
     assert!(tierlb.count(&["drained"]) == 1, "{:?}", tierlb.lines());
 }
 
-/// Descriptor limit for the tierlb under test: a handful for the runtime, the rest for
-/// connections (two each).
-const NOFILE: u32 = 40;
+/// Descriptor limit for the tierlb under test.
+const NOFILE: u32 = 256;
+
+/// Raises this test process's own soft descriptor limit to its hard limit: the test holds a
+/// thousand client sockets.
+fn raise_own_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    limit.current = limit.maximum;
+    setrlimit(Resource::Nofile, limit).expect("raise the test's own descriptor limit");
+}
+
+/// One client: the greeting, then one line echoed. Whether every byte came back.
+async fn echo_client(addr: std::net::SocketAddr, i: usize) -> bool {
+    let (stream, name) = match connect_named(addr).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            eprintln!("client {i}: {e}");
+            return false;
+        }
+    };
+    let mut stream = stream;
+    let line = format!("client {i}\n");
+    if name != "node1" || stream.write_all(line.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut got = vec![0; line.len()];
+    let read = tokio::time::timeout(common::WAIT, stream.read_exact(&mut got)).await;
+    matches!(read, Ok(Ok(_))) && got == line.as_bytes()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn out_of_descriptors_it_waits_idle_and_then_serves_again() {
+async fn under_a_descriptor_limit_clients_wait_in_the_backlog_and_none_is_reset() {
+    raise_own_limit();
     let node = Backend::start("node1").await;
     let mut cmd = Command::new("prlimit");
     cmd.arg(format!("--nofile={NOFILE}:{NOFILE}"))
@@ -69,66 +97,62 @@ async fn out_of_descriptors_it_waits_idle_and_then_serves_again() {
         .arg(common::bin())
         .args(["-l", "127.0.0.1:0", "-p", &node.addr.to_string()]);
     let mut tierlb = Tierlb::spawn(cmd);
+    let line = tierlb
+        .wait_log("clients at once", 1)
+        .expect("the limit is logged");
+    let limit: usize = line
+        .split("max_connections=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no limit in {line}"));
+    assert!(
+        (50..128).contains(&limit),
+        "the limit leaves room for everything else under {NOFILE} descriptors: {limit}"
+    );
 
-    // Hold connections until one is not served: tierlb is out of descriptors.
+    // Hold the limit's worth of connections: tierlb is full.
     let mut held = Vec::new();
-    let mut exhausted = false;
-    for _ in 0..NOFILE {
-        let attempt =
-            tokio::time::timeout(Duration::from_secs(2), connect_named(tierlb.addr)).await;
-        match attempt {
-            Ok(Ok((stream, _))) => held.push(stream),
-            _ => {
-                exhausted = true;
-                break;
-            }
-        }
+    for _ in 0..limit {
+        held.push(connect_named(tierlb.addr).await.expect("held connection").0);
     }
+    // 1,000 more clients arrive at once; they wait in the kernel's accept queue.
+    let clients: Vec<_> = (0..1000)
+        .map(|i| tokio::spawn(echo_client(tierlb.addr, i)))
+        .collect();
     assert!(
-        exhausted,
-        "{} connections held without running out",
-        held.len()
-    );
-    assert!(
-        held.len() >= 5,
-        "only {} connections before running out",
-        held.len()
-    );
-    assert!(
-        tierlb.wait_log("out of resources", 1).is_some()
-            || tierlb.wait_log("cannot open a socket", 1).is_some(),
-        "tierlb says it is out of descriptors"
+        tierlb.wait_log("connection limit reached", 1).is_some(),
+        "the limit episode is logged"
     );
 
-    // While starved it neither exits nor spins: well under 10 % of a core over two seconds.
+    // While they wait, tierlb neither exits nor spins: well under 10 % of a core over 1 s.
     let ticks_per_second = 100;
     let before = common::cpu_ticks(tierlb.pid());
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(1));
     let used = common::cpu_ticks(tierlb.pid()) - before;
     assert!(tierlb.is_running(), "tierlb exited");
     assert!(
-        used * 10 < 2 * ticks_per_second,
-        "tierlb used {used} ticks of CPU in 2 s while starved"
+        used * 10 < ticks_per_second,
+        "tierlb used {used} ticks of CPU in 1 s while full"
     );
 
-    // Descriptors come free: new clients are served again.
-    for mut stream in held.drain(..) {
-        stream.shutdown().await.expect("close");
-        let mut rest = Vec::new();
-        let _ = stream.read_to_end(&mut rest).await;
-    }
-    let mut served = None;
-    for _ in 0..10 {
-        let attempt =
-            tokio::time::timeout(Duration::from_secs(2), connect_named(tierlb.addr)).await;
-        if let Ok(Ok((_, name))) = attempt {
-            served = Some(name);
-            break;
+    // The held connections close: every waiting client is served, none is reset.
+    drop(held);
+    let mut served = 0;
+    for client in clients {
+        if client.await.expect("client task") {
+            served += 1;
         }
     }
+    assert_eq!(served, 1000, "every waiting client was served in full");
     assert_eq!(
-        served.as_deref(),
-        Some("node1"),
-        "served again once descriptors are free"
+        tierlb.count(&["connection limit reached"]),
+        1,
+        "one line for the episode, not one per client"
+    );
+    assert_eq!(
+        tierlb.count(&["closing client"]),
+        0,
+        "no client was turned away"
     );
 }

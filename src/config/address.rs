@@ -1,9 +1,37 @@
-//! Node addresses: `host:port`, where host is an IPv4 literal, an IPv6 literal in brackets or
-//! a DNS name. Parsing checks the form only; names are resolved when connecting.
+//! Addresses: listen addresses (`IP:PORT`, or `:PORT` for every IPv4 address, as HAProxy's
+//! `bind :8000` and nginx's `listen 8000`), and node addresses, `host:port`, where host is an
+//! IPv4 literal, an IPv6 literal in brackets or a DNS name. Parsing checks the form only;
+//! names are resolved when connecting.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
+
+/// A listen address: `IP:PORT`, `[IPv6]:PORT`, or `:PORT` / `*:PORT` for all IPv4 addresses
+/// (`0.0.0.0`).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let port = text.strip_prefix(':').or_else(|| text.strip_prefix("*:"));
+    let parsed = match port {
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), p)),
+        None => text.parse().ok(),
+    };
+    parsed.ok_or_else(|| {
+        format!("`{text}` is not an IP:PORT address, e.g. 0.0.0.0:8000, or :8000 for all addresses")
+    })
+}
+
+/// A node given with `-p`: one `host:port`, with messages for what people try instead.
+pub fn parse_node_flag(text: &str) -> Result<NodeAddr, String> {
+    if text.contains(',') {
+        return Err(format!(
+            "`{text}`: one host:port per -p; repeat -p for each node"
+        ));
+    }
+    text.parse()
+}
 
 /// A node address, `host:port`, where host is an IP literal (`[::1]` for IPv6) or a DNS name.
 ///
@@ -46,6 +74,22 @@ impl FromStr for NodeAddr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some((scheme, rest)) = s.split_once("://") {
+            let example = rest.trim_end_matches('/');
+            return Err(format!(
+                "`{s}`: no scheme (`{scheme}://`): tierlb speaks TCP; write host:port, e.g. {example}"
+            ));
+        }
+        if s.contains(',') {
+            return Err(format!(
+                "`{s}`: one host:port per entry; give each node its own string"
+            ));
+        }
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!(
+                "`{s}` has no host; write host:port, e.g. 127.0.0.1:{s}"
+            ));
+        }
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
             let (host, after) = rest
                 .split_once(']')
@@ -66,7 +110,9 @@ impl FromStr for NodeAddr {
             (host, port)
         };
         if host.is_empty() {
-            return Err(format!("`{s}` has no host; write it as host:port"));
+            return Err(format!(
+                "`{s}` has no host; write host:port, e.g. 127.0.0.1{s}"
+            ));
         }
         let port: u16 = port
             .parse()

@@ -1,0 +1,66 @@
+//! The summary `--check` prints: what tierlb would run with, secrets left out, durations as
+//! written.
+
+use std::fmt::Write;
+
+use super::duration::show;
+use super::Config;
+
+impl Config {
+    /// A short human-readable summary, printed by `--check`; the admin token is only said to
+    /// be set. Warnings come last, one per line.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = writeln!(out, "listen {}", self.listen);
+        for node in &self.nodes {
+            let _ = write!(out, "node {} weight {}", node.address, node.weight);
+            if let Some(max) = node.max_connections {
+                let _ = write!(out, " max_connections {max}");
+            }
+            out.push('\n');
+        }
+        let h = &self.health;
+        let probe = if h.send.is_some() || h.expect.is_some() {
+            " send/expect"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "health interval {} timeout {} rise {} fall {}{probe}",
+            show(h.interval),
+            show(h.timeout),
+            h.rise,
+            h.fall,
+        );
+        if let Some(admin) = self.admin.listen {
+            let token = if self.admin.token.is_some() {
+                "set"
+            } else {
+                "none (write endpoints refused)"
+            };
+            let _ = writeln!(out, "admin {admin} token {token}");
+            if !self.admin.hosts.is_empty() {
+                let _ = writeln!(out, "admin hosts {}", self.admin.hosts.join(", "));
+            }
+        }
+        let t = &self.timeouts;
+        let _ = writeln!(
+            out,
+            "timeouts connect {} idle {} drain {}",
+            show(t.connect),
+            show(t.idle),
+            show(t.drain)
+        );
+        let limit = self
+            .max_connections
+            .map_or_else(|| "from the open-files limit".to_owned(), |m| m.to_string());
+        let _ = writeln!(out, "retries {}\nmax_connections {limit}", self.retries);
+        let _ = writeln!(out, "threads {}", self.threads);
+        for warning in &self.warnings {
+            let _ = writeln!(out, "warning: {warning}");
+        }
+        out
+    }
+}
