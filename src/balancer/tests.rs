@@ -1,0 +1,238 @@
+//! Unit tests of the pick: splits, ties, retries, large sets.
+
+use super::*;
+use rstest::rstest;
+
+#[derive(Clone, Copy)]
+struct Fake {
+    active: u32,
+    weight: u32,
+    up: bool,
+    full: bool,
+}
+
+impl Load for Fake {
+    fn active(&self) -> u32 {
+        self.active
+    }
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn is_up(&self) -> bool {
+        self.up
+    }
+    fn is_full(&self) -> bool {
+        self.full
+    }
+}
+
+fn nodes(weights: &[u32]) -> Vec<Fake> {
+    weights
+        .iter()
+        .map(|&weight| Fake {
+            active: 0,
+            weight,
+            up: true,
+            full: false,
+        })
+        .collect()
+}
+
+/// Opens `count` connections one after another and returns how many each node got.
+fn fill(nodes: &mut [Fake], count: usize) -> Vec<u32> {
+    for rr in 0..count {
+        let i = pick(nodes, rr, &[]).expect("a node");
+        nodes[i].active += 1;
+    }
+    nodes.iter().map(|n| n.active).collect()
+}
+
+#[rstest]
+#[case(&[1, 1, 1], 30, &[10, 10, 10])]
+#[case(&[2, 1, 1], 40, &[20, 10, 10])]
+#[case(&[1, 3], 8, &[2, 6])]
+#[case(&[5], 4, &[4])]
+fn weighted_least_connections_split(
+    #[case] weights: &[u32],
+    #[case] count: usize,
+    #[case] want: &[u32],
+) {
+    let mut n = nodes(weights);
+    assert_eq!(fill(&mut n, count), want);
+}
+
+#[test]
+fn ties_take_turns() {
+    let n = nodes(&[1, 1, 1]);
+    let picks: Vec<_> = (0..6).map(|rr| pick(&n, rr, &[])).collect();
+    assert_eq!(
+        picks,
+        [Some(0), Some(1), Some(2), Some(0), Some(1), Some(2)]
+    );
+}
+
+/// How an excluded node is out of the tie (`Full` stands for drained too: a drained node
+/// reports itself full).
+#[derive(Clone, Copy, Debug)]
+enum Out {
+    Down,
+    Full,
+    Tried,
+}
+
+/// Sequential clients (each closes before the next) over `weights` with node `out` taken
+/// out as `how`: how many picks each node gets.
+fn sequential(weights: &[u32], out: usize, how: Out, clients: usize) -> Vec<u32> {
+    let mut n = nodes(weights);
+    match how {
+        Out::Down => n[out].up = false,
+        Out::Full => n[out].full = true,
+        Out::Tried => {}
+    }
+    let tried: &[usize] = match how {
+        Out::Tried => &[out][..],
+        _ => &[],
+    };
+    let mut got = vec![0; weights.len()];
+    for turn in 0..clients {
+        got[pick(&n, turn, tried).expect("a node")] += 1;
+    }
+    got
+}
+
+#[rstest]
+fn ties_split_evenly_with_a_node_out_at_every_position(
+    #[values(Out::Down, Out::Full, Out::Tried)] how: Out,
+    #[values(0, 1, 2, 3)] out: usize,
+) {
+    let got = sequential(&[1, 1, 1, 1], out, how, 30);
+    for (i, &count) in got.iter().enumerate() {
+        let want = if i == out { 0 } else { 10 };
+        assert_eq!(count, want, "node {i} with node {out} {how:?}: {got:?}");
+    }
+}
+
+#[rstest]
+fn weighted_ties_split_by_weight_with_a_node_out(
+    #[values(Out::Down, Out::Full, Out::Tried)] how: Out,
+    #[values(0, 1, 2, 3)] out: usize,
+) {
+    let weights = [2, 1, 1, 3];
+    let total: u32 = weights
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != out)
+        .map(|(_, w)| w)
+        .sum();
+    let clients = total as usize * 10;
+    let got = sequential(&weights, out, how, clients);
+    for (i, &count) in got.iter().enumerate() {
+        let want = if i == out { 0 } else { weights[i] * 10 };
+        assert_eq!(count, want, "node {i} with node {out} {how:?}: {got:?}");
+    }
+}
+
+#[test]
+fn ties_alternate_strictly() {
+    let mut n = nodes(&[1, 1, 1]);
+    n[1].up = false;
+    let picks: Vec<_> = (0..6).filter_map(|turn| pick(&n, turn, &[])).collect();
+    assert_eq!(picks, [0, 2, 0, 2, 0, 2]);
+}
+
+#[test]
+fn down_ties_take_turns_when_no_node_is_up() {
+    let mut n = nodes(&[1, 1, 1]);
+    for node in &mut n {
+        node.up = false;
+    }
+    let picks: Vec<_> = (0..3).filter_map(|turn| pick(&n, turn, &[])).collect();
+    assert_eq!(picks, [0, 1, 2]);
+}
+
+#[test]
+fn least_loaded_wins_whatever_the_rotation() {
+    let mut n = nodes(&[1, 1, 1]);
+    n[0].active = 5;
+    n[1].active = 1;
+    n[2].active = 3;
+    for rr in 0..3 {
+        assert_eq!(pick(&n, rr, &[]), Some(1));
+    }
+}
+
+#[test]
+fn down_nodes_only_when_no_up_node_is_left() {
+    let mut n = nodes(&[1, 1]);
+    n[0].up = false;
+    n[1].active = 100;
+    assert_eq!(
+        pick(&n, 0, &[]),
+        Some(1),
+        "a busy up node beats an idle down one"
+    );
+    assert_eq!(pick(&n, 0, &[1]), Some(0), "then the down node is tried");
+    assert_eq!(pick(&n, 0, &[0, 1]), None);
+}
+
+#[test]
+fn full_and_tried_nodes_are_skipped() {
+    let mut n = nodes(&[1, 1]);
+    n[0].full = true;
+    assert_eq!(pick(&n, 0, &[]), Some(1));
+    assert_eq!(pick(&n, 0, &[1]), None);
+    assert_eq!(pick::<Fake>(&[], 0, &[]), None);
+}
+
+#[test]
+fn large_sets_stay_balanced() {
+    let mut n = nodes(&[1; 1000]);
+    let counts = fill(&mut n, 10_000);
+    let (min, max) = (
+        counts.iter().min().copied().unwrap_or(0),
+        counts.iter().max().copied().unwrap_or(0),
+    );
+    // Two choices keep every node within a few connections of the average (10).
+    assert!(min >= 6 && max <= 14, "min {min}, max {max}");
+}
+
+#[test]
+fn large_sets_respect_weights() {
+    let weights: Vec<u32> = (0..100).map(|i| if i < 50 { 1 } else { 3 }).collect();
+    let mut n = nodes(&weights);
+    let counts = fill(&mut n, 20_000);
+    let light: u32 = counts[..50].iter().sum();
+    let heavy: u32 = counts[50..].iter().sum();
+    let ratio = f64::from(heavy) / f64::from(light);
+    assert!((2.7..3.3).contains(&ratio), "heavy/light = {ratio}");
+}
+
+#[test]
+fn large_mostly_down_set_still_finds_the_up_node() {
+    let mut n = nodes(&[1; 500]);
+    for node in &mut n {
+        node.up = false;
+    }
+    n[321].up = true;
+    n[321].active = 1000;
+    for turn in 0..50 {
+        assert_eq!(pick(&n, turn, &[]), Some(321));
+    }
+    assert_ne!(
+        pick(&n, 0, &[321]),
+        Some(321),
+        "a tried node is never picked again"
+    );
+}
+
+#[test]
+fn retry_order_is_next_best() {
+    let mut n = nodes(&[1, 1, 1]);
+    n[0].active = 2;
+    n[1].active = 0;
+    n[2].active = 1;
+    let first = pick(&n, 0, &[]).expect("node");
+    let second = pick(&n, 0, &[first]).expect("node");
+    let third = pick(&n, 0, &[first, second]).expect("node");
+    assert_eq!([first, second, third], [1, 2, 0]);
+}
