@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::limits::Budget;
 use crate::state::Shared;
-use crate::{admin, conn, health, net, pool, reload};
+use crate::{admin, conn, health, net, pool, reload, splice};
 
 /// Longest pause of the accept loop while out of descriptors or memory.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -116,8 +116,9 @@ pub async fn serve(
     {
         tracing::warn!(
             cut = connections.len(),
-            "drain deadline reached; closing the remaining connections"
+            "drain deadline reached; resetting the remaining connections"
         );
+        splice::cut_open_connections();
     } else {
         tracing::info!("drained");
     }

@@ -1,6 +1,8 @@
 //! Signals, each with why it means what it does:
 //! - SIGTERM (what `docker stop`, systemd and Kubernetes send) and SIGINT (Ctrl-C): stop
 //!   accepting, let open connections finish, exit 0.
+//! - SIGUSR1 (HAProxy's "soft stop", which operators coming from it send out of habit): the
+//!   same graceful stop as SIGTERM, rather than the default action of killing the process.
 //! - SIGHUP (the reload convention of nginx, HAProxy and most daemons): read the config
 //!   again and put it in force without dropping a connection.
 
@@ -9,7 +11,8 @@ use std::io;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `shutdown` on the first SIGTERM or SIGINT, and calls `reload` on each SIGHUP. The
+/// Cancels `shutdown` on the first SIGTERM, SIGINT or SIGUSR1, and calls `reload` on each
+/// SIGHUP. The
 /// handlers are installed before this returns, so a signal right after start-up is not lost.
 pub fn handle_signals(
     shutdown: CancellationToken,
@@ -18,11 +21,13 @@ pub fn handle_signals(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     tokio::spawn(async move {
         loop {
             let name = tokio::select! {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
+                _ = usr1.recv() => "SIGUSR1",
                 _ = hup.recv() => {
                     tracing::info!(signal = "SIGHUP", "reloading the configuration");
                     reload();

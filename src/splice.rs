@@ -30,6 +30,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -39,6 +40,8 @@ use tokio::time::{Instant, Sleep};
 mod direction;
 
 use direction::Direction;
+
+use crate::net;
 
 /// How a spliced connection ended, and what it carried.
 #[derive(Debug)]
@@ -138,6 +141,28 @@ pin_project_lite::pin_project! {
         #[pin]
         timer: Sleep,
     }
+
+    impl PinnedDrop for Splice {
+        fn drop(this: Pin<&mut Self>) {
+            // Cut by the drain deadline: both sides see a reset, not a clean end of stream.
+            if CUT.load(Ordering::Relaxed) {
+                let this = this.project();
+                if let Some(client) = this.client.as_ref() {
+                    net::reset_on_close(client);
+                }
+                net::reset_on_close(this.node);
+            }
+        }
+    }
+}
+
+/// Set once the drain deadline has passed: connections still open are cut.
+static CUT: AtomicBool = AtomicBool::new(false);
+
+/// Makes every connection dropped from now on close with a reset (SO_LINGER 0), so that the
+/// clients and nodes of connections cut by the drain deadline see the cut for what it is.
+pub fn cut_open_connections() {
+    CUT.store(true, Ordering::Relaxed);
 }
 
 impl Future for Splice {

@@ -156,3 +156,46 @@ async fn under_a_descriptor_limit_clients_wait_in_the_backlog_and_none_is_reset(
         "no client was turned away"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_stops_gracefully_like_sigterm() {
+    let node = Backend::start("node1").await;
+    let mut tierlb = Tierlb::start(&["-l", "127.0.0.1:0", "-p", &node.addr.to_string()]);
+    let (mut held, _) = connect_named(tierlb.addr).await.expect("connect");
+    tierlb.signal(Signal::SIGUSR1);
+    assert!(tierlb.wait_log("stopped accepting", 1).is_some());
+    assert!(tierlb.count(&["shutting down", "SIGUSR1"]) == 1);
+    // The open connection still works, and tierlb exits once it is done.
+    held.write_all(b"still\n").await.expect("send");
+    let mut echo = [0u8; 6];
+    held.read_exact(&mut echo).await.expect("echo");
+    assert_eq!(&echo, b"still\n");
+    drop(held);
+    let status = tierlb
+        .wait_exit(common::WAIT)
+        .expect("exits after the drain");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_by_the_drain_deadline_sees_a_reset() {
+    let node = Backend::start("node1").await;
+    let config = common::ConfigFile::new(&format!(
+        "listen = \"127.0.0.1:0\"\nnodes = [\"{}\"]\n[timeouts]\ndrain = \"500ms\"\n",
+        node.addr
+    ));
+    let mut tierlb = Tierlb::with_config(&config);
+    let (mut held, _) = connect_named(tierlb.addr).await.expect("connect");
+    tierlb.signal(Signal::SIGTERM);
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(common::WAIT, held.read(&mut buf))
+        .await
+        .expect("cut in time");
+    assert_eq!(
+        read.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "the cut is a reset, not a clean end of stream"
+    );
+    assert!(tierlb.wait_log("drain deadline reached", 1).is_some());
+    assert!(tierlb.wait_exit(common::WAIT).is_some_and(|s| s.success()));
+}
