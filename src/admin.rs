@@ -13,23 +13,23 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::connect::FailureKind;
 use crate::metrics;
-use crate::node::Node;
 use crate::state::Shared;
 
 mod guard;
 mod serve;
+mod status;
+
+pub use status::status_json;
 
 pub use serve::HEADER_TIMEOUT;
 
@@ -90,100 +90,7 @@ async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Json<Value> {
-    Json(status_json(&shared))
-}
-
-/// Everything `/metrics` says, as JSON, plus each node's last check.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "json! unwraps serde_json::to_value, which cannot fail for numbers, strings and Values"
-)]
-pub fn status_json(shared: &Shared) -> Value {
-    use std::sync::atomic::Ordering::Relaxed;
-    let nodes = shared.nodes();
-    let l = &shared.listener;
-    json!({
-        "listen": shared.bound.to_string(),
-        "listener": {
-            "accepted": l.accepted.load(Relaxed),
-            "rejected": l.rejected.load(Relaxed),
-            "failed": l.failed.load(Relaxed),
-            "active": l.active.load(Relaxed),
-        },
-        "nodes": nodes.nodes.iter().map(|n| node_json(n)).collect::<Vec<_>>(),
-        "retired": nodes.retired.iter().filter(|n| n.active() > 0).map(|n| json!({
-            "address": n.address.to_string(),
-            "active": n.active(),
-        })).collect::<Vec<_>>(),
-    })
-}
-
-#[allow(
-    clippy::disallowed_methods,
-    reason = "json! unwraps serde_json::to_value, which cannot fail for numbers, strings and Values"
-)]
-fn node_json(n: &Node) -> Value {
-    use std::sync::atomic::Ordering::Relaxed;
-    let s = &n.stats;
-    let health = n.health();
-    let (quantiles, count) = s.latency();
-    let latency: serde_json::Map<String, Value> = quantiles
-        .iter()
-        .map(|(q, seconds)| {
-            let name = if *q >= 1.0 {
-                "max".to_owned()
-            } else {
-                format!("p{}", (q * 100.0).round())
-            };
-            (name, json!(seconds))
-        })
-        .chain([("count".to_owned(), json!(count))])
-        .collect();
-    let failures: serde_json::Map<String, Value> = FailureKind::ALL
-        .iter()
-        .map(|k| {
-            (
-                k.label().to_owned(),
-                json!(s.failures[k.index()].load(Relaxed)),
-            )
-        })
-        .collect();
-    let last = n.last_check().map(|c| {
-        json!({
-            "passed": c.passed,
-            "reason": c.reason,
-            "at": humantime::format_rfc3339_seconds(c.at).to_string(),
-            "seconds_ago": SystemTime::now().duration_since(c.at).map(|d| d.as_secs()).unwrap_or(0),
-        })
-    });
-    json!({
-        "address": n.address.to_string(),
-        "state": state(n),
-        "up": health.up,
-        "probation": health.probation,
-        "drained": n.is_drained(),
-        "weight": n.weight(),
-        "active": n.active(),
-        "connections": s.connections.load(Relaxed),
-        "connect_failures": failures,
-        "retries": s.retries.load(Relaxed),
-        "sent_bytes": s.sent_bytes.load(Relaxed),
-        "received_bytes": s.received_bytes.load(Relaxed),
-        "transitions": { "down": s.went_down.load(Relaxed), "up": s.went_up.load(Relaxed) },
-        "connect_latency_seconds": latency,
-        "last_check": last,
-    })
-}
-
-/// "drained", "up" or "down": what the operator sees first.
-fn state(n: &Node) -> &'static str {
-    if n.is_drained() {
-        "drained"
-    } else if n.is_up() {
-        "up"
-    } else {
-        "down"
-    }
+    Json(status::status_json(&shared))
 }
 
 async fn drain(state: State<Arc<Shared>>, address: Path<String>, headers: HeaderMap) -> Response {
@@ -207,7 +114,7 @@ fn set_drained(
     match nodes.find(&address) {
         Some(node) => {
             node.set_drained(drained);
-            Json(node_json(node)).into_response()
+            Json(status::node_json(node)).into_response()
         }
         None => (
             StatusCode::NOT_FOUND,
@@ -218,35 +125,13 @@ fn set_drained(
 }
 
 async fn page(State(shared): State<Arc<Shared>>) -> Html<String> {
-    let nodes = shared.nodes();
-    let rows: String = nodes
-        .nodes
-        .iter()
-        .map(|n| {
-            let reason = n.last_check().map(|c| c.reason).unwrap_or_default();
-            format!(
-                "<tr class=\"{state}\"><td>{addr}</td><td>{state}</td><td>{active}</td><td>{total}</td><td>-</td><td>{reason}</td></tr>",
-                state = state(n),
-                addr = html_escape(&n.address.to_string()),
-                active = n.active(),
-                total = n.stats.connections.load(std::sync::atomic::Ordering::Relaxed),
-                reason = html_escape(&reason),
-            )
-        })
-        .collect();
-    Html(
-        PAGE.replace("{{ROWS}}", &rows)
-            .replace("{{LISTEN}}", &html_escape(&shared.bound.to_string())),
-    )
+    // The page renders itself from this snapshot at once, then polls `/status`. Inside a
+    // script element only `</` could end it early; JSON never needs it unescaped.
+    let snapshot = status::status_json(&shared)
+        .to_string()
+        .replace("</", "<\\/");
+    Html(PAGE.replace("{{STATUS}}", &snapshot))
 }
 
-fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// The status page: rendered with the current state, then refreshed every 2 s from
-/// `/status`, with connection rates computed from the counters' growth.
+/// The status page: drawn by its script from `/status`, refreshed every 2 s.
 const PAGE: &str = include_str!("status.html");

@@ -80,6 +80,8 @@ pub struct NodeStats {
     /// with the sum for the summary.
     latency: Mutex<Option<Histogram<u64>>>,
     latency_sum_us: AtomicU64,
+    /// The last minutes, one sample a second, for the status page.
+    pub recent: Recent,
 }
 
 impl Default for NodeStats {
@@ -96,6 +98,7 @@ impl Default for NodeStats {
             // Three significant figures; the histogram grows to fit any latency.
             latency: Mutex::new(Histogram::new(3).ok()),
             latency_sum_us: AtomicU64::new(0),
+            recent: Recent::default(),
         }
     }
 }
@@ -111,6 +114,24 @@ impl NodeStats {
                 histogram.saturating_record(us);
             }
         }
+    }
+
+    /// Takes this second's sample for [`NodeStats::recent`].
+    pub fn sample(&self) {
+        self.recent.sample(
+            self.connections.load(Ordering::Relaxed),
+            self.latency_sum_us.load(Ordering::Relaxed),
+        );
+    }
+
+    /// Every failure counted on the node: failed connects, clients it failed, failed probes.
+    pub fn failures_total(&self) -> u64 {
+        let clients: u64 = self
+            .failures
+            .iter()
+            .map(|f| f.load(Ordering::Relaxed))
+            .sum();
+        clients + self.probe_failures.load(Ordering::Relaxed)
     }
 
     /// Counts one failed connect.
@@ -190,6 +211,8 @@ impl Drop for ActiveClient<'_> {
     }
 }
 
+mod recent;
 mod render;
 
+pub use recent::{Recent, Sample};
 pub use render::render;

@@ -99,7 +99,7 @@ pub async fn serve(
     tokio::select! {
         () = accept_loop(&listener, &shared, limit, &connections, &shutdown) => {}
         () = reloading => {}
-        () = summarise_failures(&shared) => {}
+        () = every_second(&shared) => {}
     }
     // Closing the listener makes new clients see "connection refused" right away.
     drop(listener);
@@ -201,12 +201,16 @@ fn connection_limit(configured: Option<u32>, nodes: usize) -> Arc<Semaphore> {
     Arc::new(Semaphore::new(limit as usize))
 }
 
-/// Once a second, one line for the client failures that were not logged one by one.
-async fn summarise_failures(shared: &Shared) {
+/// Once a second: one line for the client failures that were not logged one by one, and each
+/// node's traffic sample for the status page.
+async fn every_second(shared: &Shared) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        for node in &shared.nodes().nodes {
+            node.stats.sample();
+        }
         let more = shared.client_failures.take_suppressed();
         if more > 0 {
             tracing::warn!(count = more, "{more} more client failures in the last second (rate-limited: not logged one by one)");

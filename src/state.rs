@@ -25,6 +25,8 @@ pub struct Shared {
     pub client_failures: Throttle,
     /// Process-wide counters.
     pub process: ProcessStats,
+    /// When serving started.
+    pub started: std::time::SystemTime,
     /// Listener counters.
     pub listener: ListenerStats,
     /// The address the listener is bound to (the configured one may say port 0).
@@ -41,6 +43,7 @@ impl Shared {
             next_pick: AtomicUsize::new(0),
             client_failures: Throttle::default(),
             process: ProcessStats::default(),
+            started: std::time::SystemTime::now(),
             listener: ListenerStats::default(),
             bound,
         })

@@ -130,6 +130,25 @@ async fn metrics_count_exactly_and_pass_promtool() {
         "{text}"
     );
 
+    assert_eq!(
+        metric(
+            &text,
+            &format!(
+                "tierlb_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "tierlb_reloads_total{result=\"ok\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&text, "tierlb_reloads_total{result=\"error\"}"),
+        Some(0.0)
+    );
+    assert!(text.contains("# TYPE tierlb_node_probe_failures_total counter"));
     if common::tool_available("promtool") {
         let mut check = Command::new("promtool")
             .args(["check", "metrics"])
@@ -336,4 +355,85 @@ async fn bad_paths_and_methods_get_clear_errors() {
     .await;
     assert_eq!(code, 403);
     assert!(body.contains("token"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_each_nodes_figures_and_drains_with_the_token() {
+    let s = setup(
+        &["node1", "node2"],
+        &format!("[admin]\ntoken = \"{TOKEN}\"\n"),
+    )
+    .await;
+    for _ in 0..4 {
+        one_exchange(s.tierlb.addr).await;
+    }
+    let (_, body) = http(s.admin, "GET", "/status", &[]).await;
+    let status: serde_json::Value = serde_json::from_str(&body).expect("status is JSON");
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert!(status["uptime_seconds"].is_u64());
+    let node = &status["nodes"][0];
+    for field in [
+        "weight",
+        "failures",
+        "retries",
+        "sent_bytes",
+        "received_bytes",
+        "seconds_in_state",
+    ] {
+        assert!(node[field].is_u64(), "{field} in {node}");
+    }
+    assert!(node["recent"]["connections_per_second"].is_f64(), "{node}");
+
+    if !common::tool_available("chromium") {
+        return;
+    }
+    let target = s.nodes[0].addr.to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/cdp_drain.py");
+    let out = Command::new("python3")
+        .args([script, &format!("http://{}/", s.admin), &target, TOKEN])
+        .output()
+        .expect("run the page driver");
+    assert!(
+        out.status.success(),
+        "page driver: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pages: serde_json::Value = serde_json::from_slice(&out.stdout).expect("driver output");
+    let before = pages["before"].as_str().expect("table before");
+    for header in [
+        "weight",
+        "failures",
+        "retries",
+        "bytes in / out",
+        "for",
+        "conn/s",
+    ] {
+        assert!(
+            before.contains(&format!("<th>{header}</th>")),
+            "{header}: {before}"
+        );
+    }
+    assert!(before.contains("<polyline"), "a chart per node: {before}");
+    assert!(
+        !before.contains("<td class=\"num\">-</td>"),
+        "no dash for conn/s"
+    );
+    let after = pages["after"].as_str().expect("table after");
+    let row = after
+        .split("<tr")
+        .find(|r| r.contains(&target))
+        .expect("the drained node's row");
+    assert!(
+        row.contains("class=\"drained\"") && row.contains(">enable<"),
+        "{row}"
+    );
+    let (_, body) = http(s.admin, "GET", "/status", &[]).await;
+    let status: serde_json::Value = serde_json::from_str(&body).expect("status is JSON");
+    let drained = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["address"] == target.as_str())
+        .expect("the node");
+    assert_eq!(drained["drained"], true, "the button drained it");
 }

@@ -1,0 +1,123 @@
+//! The `/status` document: everything `/metrics` says, as JSON, and what an operator reads
+//! next: each node's last check and why, how long it has been in its state, its recent
+//! traffic, and the process's version and uptime.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::SystemTime;
+
+use serde_json::{json, Value};
+
+use crate::connect::FailureKind;
+use crate::node::Node;
+use crate::state::Shared;
+
+/// Seconds from `at` to now (0 if `at` is in the future).
+fn seconds_since(at: SystemTime) -> u64 {
+    SystemTime::now()
+        .duration_since(at)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Everything `/metrics` says, as JSON, plus each node's last check.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "json! unwraps serde_json::to_value, which cannot fail for numbers, strings and Values"
+)]
+pub fn status_json(shared: &Shared) -> Value {
+    let nodes = shared.nodes();
+    let l = &shared.listener;
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": seconds_since(shared.started),
+        "listen": shared.bound.to_string(),
+        "listener": {
+            "accepted": l.accepted.load(Relaxed),
+            "rejected": l.rejected.load(Relaxed),
+            "failed": l.failed.load(Relaxed),
+            "active": l.active.load(Relaxed),
+        },
+        "nodes": nodes.nodes.iter().map(|n| node_json(n)).collect::<Vec<_>>(),
+        "retired": nodes.retired.iter().filter(|n| n.active() > 0).map(|n| json!({
+            "address": n.address.to_string(),
+            "active": n.active(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "json! unwraps serde_json::to_value, which cannot fail for numbers, strings and Values"
+)]
+pub(super) fn node_json(n: &Node) -> Value {
+    let s = &n.stats;
+    let health = n.health();
+    let (quantiles, count) = s.latency();
+    let latency: serde_json::Map<String, Value> = quantiles
+        .iter()
+        .map(|(q, seconds)| {
+            let name = if *q >= 1.0 {
+                "max".to_owned()
+            } else {
+                format!("p{}", (q * 100.0).round())
+            };
+            (name, json!(seconds))
+        })
+        .chain([("count".to_owned(), json!(count))])
+        .collect();
+    let failures: serde_json::Map<String, Value> = FailureKind::ALL
+        .iter()
+        .map(|k| {
+            (
+                k.label().to_owned(),
+                json!(s.failures[k.index()].load(Relaxed)),
+            )
+        })
+        .collect();
+    let last = n.last_check().map(|c| {
+        json!({
+            "passed": c.passed,
+            "reason": c.reason,
+            "at": humantime::format_rfc3339_seconds(c.at).to_string(),
+            "seconds_ago": seconds_since(c.at),
+        })
+    });
+    let samples = s.recent.samples();
+    let recent = json!({
+        "connections_per_second": s.recent.rate(5),
+        "connections": samples.iter().map(|x| x.connections).collect::<Vec<_>>(),
+        "connect_ms": samples.iter().map(|x| (x.connect_ms * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+    });
+    json!({
+        "address": n.address.to_string(),
+        "state": state(n),
+        "up": health.up,
+        "probation": health.probation,
+        "drained": n.is_drained(),
+        "since": humantime::format_rfc3339_seconds(n.since()).to_string(),
+        "seconds_in_state": seconds_since(n.since()),
+        "weight": n.weight(),
+        "active": n.active(),
+        "connections": s.connections.load(Relaxed),
+        "connect_failures": failures,
+        "failures": s.failures_total(),
+        "probe_failures": s.probe_failures.load(Relaxed),
+        "retries": s.retries.load(Relaxed),
+        "sent_bytes": s.sent_bytes.load(Relaxed),
+        "received_bytes": s.received_bytes.load(Relaxed),
+        "transitions": { "down": s.went_down.load(Relaxed), "up": s.went_up.load(Relaxed) },
+        "connect_latency_seconds": latency,
+        "last_check": last,
+        "recent": recent,
+    })
+}
+
+/// "drained", "up" or "down": what the operator sees first.
+pub(super) fn state(n: &Node) -> &'static str {
+    if n.is_drained() {
+        "drained"
+    } else if n.is_up() {
+        "up"
+    } else {
+        "down"
+    }
+}
