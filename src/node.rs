@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{NodeAddr, NodeConfig};
+use crate::config::{show_duration, NodeAddr, NodeConfig};
 use crate::connect::DnsCache;
 use crate::metrics::NodeStats;
 
@@ -308,7 +308,7 @@ impl NodeSet {
         let (transition, lasted) = node.observe(source, seen, reason)?;
         let up = self.nodes.iter().filter(|n| n.is_up()).count();
         let total = self.nodes.len();
-        let lasted = humantime::format_duration(Duration::from_secs(lasted.as_secs()));
+        let lasted = show_duration(Duration::from_millis(lasted.as_millis() as u64));
         match transition {
             Transition::Down => {
                 tracing::warn!(node = %node.address, %reason, up, total, "node down; {up} of {total} nodes up");
