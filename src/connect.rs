@@ -250,7 +250,8 @@ pub struct Attempts {
     /// Indices already tried (or found full); allocated only once one is.
     tried: Vec<usize>,
     made: u32,
-    last: Option<(NodeAddr, AttemptError)>,
+    /// The last failure, boxed: it is rare, and this lives as long as the connection.
+    last: Option<Box<(NodeAddr, AttemptError)>>,
 }
 
 impl Attempts {
@@ -258,7 +259,7 @@ impl Attempts {
     /// is not tried again for this client. The failure is counted on the node by the caller.
     pub fn dropped(&mut self, index: usize, node: &Node, error: AttemptError) {
         self.tried.push(index);
-        self.last = Some((node.address.clone(), error));
+        self.last = Some(Box::new((node.address.clone(), error)));
     }
 
     /// Attempts made so far.
@@ -330,11 +331,11 @@ pub async fn connect(
                         error,
                     });
                 }
-                attempts.last = Some((node.address.clone(), error));
+                attempts.last = Some(Box::new((node.address.clone(), error)));
             }
         }
     }
-    match attempts.last.take() {
+    match attempts.last.take().map(|last| *last) {
         Some((node, error)) => Err(ConnectError::AllFailed {
             attempts: attempts.made,
             node,

@@ -7,32 +7,43 @@
 //!
 //! # Parts
 //!
-//! - [`config`]: TOML and flags into a validated [`config::Config`]; errors name key and line.
+//! - [`config`]: TOML and flags into a validated [`config::Config`]; every error names file,
+//!   line and key, and all of a file's errors are reported at once.
+//! - [`cli`]: the command line, the admin token file and variable.
 //! - [`node`]: [`node::Node`] and its health state machine, the one shared truth.
-//! - [`balancer`]: the pure pick, weighted least connections with round-robin ties.
+//! - [`balancer`]: the pure pick, weighted least connections with strict turns among ties.
 //! - [`connect`]: one connect attempt, its failure classified, retries on other nodes.
 //! - [`splice`]: bytes both ways (copy for small messages, `splice(2)` for bulk), half-close,
-//!   reset propagation, idle timeout.
+//!   reset propagation, idle timeout, and whether the node answered at all.
+//! - [`conn`]: one client from pick to close.
 //! - [`pool`]: per-thread pools of copy buffers and pipes, held only while bytes move.
+//! - [`limits`]: the descriptor budget that sets the default connection limit.
+//! - [`state`]: what the accept loop, connections, probes and the admin endpoint share.
 //! - [`server`]: the accept loop, connection limit, per-connection tasks, drain.
 //! - [`health`]: the active probe loop of each node.
 //! - [`shutdown`]: the signals that stop and reload tierlb.
 //! - [`reload`]: the pure node-list diff and its application on SIGHUP.
-//! - [`metrics`]: counters, the connect-latency histogram, Prometheus rendering.
+//! - [`metrics`]: counters, the connect-latency histogram, recent samples, Prometheus text.
 //! - [`admin`]: the HTTP endpoint for metrics, status, the status page and node drain.
-//! - [`net`]: socket options.
+//! - [`throttle`]: rate-limited log lines.
+//! - [`net`]: socket options and which errors are this host's own.
 //!
 //! # How a connection flows
 //!
-//! 1. [`server`] takes a slot (if `max_connections` is set), accepts, sets TCP_NODELAY and
-//!    spawns one task per client.
+//! 1. [`server`] takes a slot of the connection limit (from `max_connections` or the
+//!    descriptor budget) before accepting, so at the limit clients wait in the kernel's
+//!    accept queue; it accepts and spawns one task per client ([`conn::handle`]).
 //! 2. The task asks [`balancer::pick`] for the best node of a lock-free snapshot.
 //! 3. [`connect`] tries it with the connect timeout; a failure is counted on that node and the
-//!    next-best untried node is tried, at most `retries` more times.
+//!    next-best untried node is tried, at most `retries` more times. A local failure (out of
+//!    descriptors or ports) is neither counted on the node nor retried.
 //! 4. The node's slot (its active count) is held by a guard for as long as the connection
 //!    lives, and given back on every exit path.
-//! 5. [`splice`] copies until both sides are done, the idle timeout, or an error.
-//!
+//! 5. [`splice`] copies until both sides are done, the idle timeout, or an error. A node that
+//!    ends the connection before answering has failed the client; if nothing moved yet, the
+//!    client is handed back and retried on another node, as after a failed connect.
+//! 6. The close is counted on the node and tells its health whether it answered.
+
 //! # Errors
 //!
 //! Library modules return `thiserror` enums, so callers can tell a node's fault from a local

@@ -66,7 +66,7 @@ async fn metrics_count_exactly_and_pass_promtool() {
     // Kill node3 by closing its listener: the probes take it down.
     let mut s = s;
     let node3 = s.nodes.pop().expect("node3");
-    node3.stop().await;
+    let _stopped = node3.stop().await;
     s.tierlb
         .wait_log_all(&["node down", &format!("node={killed}")], 1, common::WAIT)
         .expect("node3 goes down");
@@ -183,7 +183,7 @@ async fn status_json_agrees_with_metrics_and_the_page_shows_the_nodes() {
     let down = s.nodes[1].addr;
     let mut s = s;
     let node2 = s.nodes.remove(1);
-    node2.stop().await;
+    let _stopped = node2.stop().await;
     s.tierlb
         .wait_log_all(&["node down", &format!("node={down}")], 1, common::WAIT)
         .expect("node2 goes down");

@@ -72,6 +72,7 @@ fn valid_configs_and_the_shipped_example_pass_check() {
     let mut files = fixtures("valid");
     assert!(files.len() >= 2);
     files.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml"));
+    files.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tierlb/config.toml"));
     for file in files {
         let out = tierlb(&["--check", "-c", file.to_str().expect("utf-8 path")]);
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -139,7 +139,11 @@ async fn sequential_clients_split_evenly_with_one_node_down() {
     let down = node2.stop().await;
     assert!(
         tierlb
-            .wait_log_all(&["node down", &format!("node={down}")], 1, common::WAIT)
+            .wait_log_all(
+                &["node down", &format!("node={}", down.addr)],
+                1,
+                common::WAIT
+            )
             .is_some(),
         "node2 is reported down"
     );

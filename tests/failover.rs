@@ -33,7 +33,7 @@ async fn refusing_node_costs_clients_nothing_and_goes_down_after_fall() {
     assert!(tierlb.wait_log("connection closed", 3).is_some());
 
     // node2's listener closes: every connect to it is refused from now on.
-    node2.stop().await;
+    let _stopped = node2.stop().await;
     for i in 0..60 {
         let (stream, name) = connect_named(tierlb.addr)
             .await

@@ -35,7 +35,7 @@ async fn probes_take_a_closed_node_down_and_bring_it_back() {
     .expect("node1 is probed");
 
     let closed_at = Instant::now();
-    node1.stop().await;
+    let stopped = node1.stop().await;
     let tag = format!("node={node1_addr}");
     let down = tierlb
         .wait_log_all(&["node down", &tag], 1, common::WAIT)
@@ -48,6 +48,7 @@ async fn probes_take_a_closed_node_down_and_bring_it_back() {
     );
     assert!(down.contains("probe"), "reason names the probe: {down}");
 
+    drop(stopped);
     let listening_at = Instant::now();
     let _node1 = Backend::start_at(node1_addr, "node1").await;
     tierlb

@@ -16,12 +16,12 @@ async fn down_and_up_lines_say_what_is_left_and_how_long() {
         toml_nodes(&[a1, a2])
     ));
     let tierlb = Tierlb::with_config(&config);
-    node1.stop().await;
+    let stopped1 = node1.stop().await;
     let line = tierlb
         .wait_log_all(&["node down", &format!("node={a1}")], 1, common::WAIT)
         .expect("node1 down");
     assert!(line.contains("node down; 1 of 2 nodes up"), "{line}");
-    node2.stop().await;
+    let _stopped2 = node2.stop().await;
     let line = tierlb
         .wait_log_all(&["node down", &format!("node={a2}")], 1, common::WAIT)
         .expect("node2 down");
@@ -42,6 +42,7 @@ async fn down_and_up_lines_say_what_is_left_and_how_long() {
         "a few per second, not one per client: {one_by_one}"
     );
 
+    drop(stopped1);
     let back = Backend::start_at(a1, "node1").await;
     let line = tierlb
         .wait_log_all(&["node up after", &format!("node={a1}")], 1, common::WAIT)

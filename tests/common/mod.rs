@@ -272,11 +272,28 @@ impl Backend {
     }
 
     /// Closes the listener (connections already open stay), so new connects are refused.
-    pub async fn stop(self) -> SocketAddr {
+    /// The port stays reserved until the returned [`Stopped`] drops, so that no other test's
+    /// listener can take it meanwhile and turn refused connects into successes.
+    pub async fn stop(self) -> Stopped {
         self.task.abort();
         let _ = self.task.await;
-        self.addr
+        let hold = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        hold.set_reuse_address(true).expect("SO_REUSEADDR");
+        hold.bind(&self.addr.into())
+            .expect("hold the stopped backend's port");
+        Stopped {
+            addr: self.addr,
+            _hold: hold,
+        }
     }
+}
+
+/// A stopped backend's address, bound but not listening: connects to it are refused.
+pub struct Stopped {
+    /// The address.
+    pub addr: SocketAddr,
+    _hold: socket2::Socket,
 }
 
 /// Connects to `addr` and reads the backend's greeting line.
