@@ -195,13 +195,19 @@ def idle_hold(proc, port, backend_ports, count, seconds, cpu):
     }
 
 
+# A second tierlb binary to run beside this one (--baseline), e.g. a build of the previous
+# commit, so that a change on the data path is measured against what it replaces.
+BASELINE = None
+
+
 def configs(work, kind, port, nodes):
     """Writes the proxy's config; returns its argv."""
     path = os.path.join(work, f"{kind}-{port}.conf")
-    if kind == "tierlb":
+    if kind in ("tierlb", "baseline"):
         text = (f'listen = "127.0.0.1:{port}"\nnodes = [{", ".join(chr(34) + n + chr(34) for n in nodes)}]\n'
                 'threads = 1\n[health]\ninterval = "2s"\ntimeout = "1s"\nrise = 2\nfall = 3\n')
-        argv = [os.path.join(ROOT, "target", "release", "tierlb"), "-c", path]
+        binary = BASELINE if kind == "baseline" else os.path.join(ROOT, "target", "release", "tierlb")
+        argv = [binary, "-c", path]
     elif kind == "haproxy":
         servers = "".join(f"  server n{i} {n} check inter 2s fall 3 rise 2\n" for i, n in enumerate(nodes))
         text = (f"global\n  nbthread 1\n  maxconn {(FD_LIMIT - 100) // 2}\n"
@@ -335,8 +341,14 @@ def main():
     ap.add_argument("--proxy-cpu", type=int, default=0)
     ap.add_argument("--load-cpu", type=int, default=1)
     ap.add_argument("--only", default="tierlb,haproxy,nginx,direct")
+    ap.add_argument("--baseline", metavar="BIN",
+                    help="another tierlb binary, run as the extra column 'baseline'")
     args = ap.parse_args()
     kinds = args.only.split(",")
+    global BASELINE
+    if args.baseline:
+        BASELINE = os.path.abspath(args.baseline)
+        kinds.insert(1, "baseline")
 
     global FD_LIMIT
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -8,7 +8,8 @@
 #
 # Installs haproxy, nginx with the stream module, wrk, iperf3 and iproute2 if missing (Debian),
 # builds tierlb in release mode, and ends only the processes it started. Traffic stays on
-# 127.0.0.0/8. Needs 2+ cores: the proxy is pinned alone to CPU 0, the load to CPU 1.
+# 127.0.0.0/8. --baseline BIN adds a column for another tierlb build (the previous commit,
+# say), run interleaved with this one, so a data-path change is measured against its parent. Needs 2+ cores: the proxy is pinned alone to CPU 0, the load to CPU 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -72,7 +72,7 @@ pub enum AttemptError {
     #[error("connection refused")]
     Refused,
     /// No answer within the connect timeout.
-    #[error("timed out after {}", humantime::format_duration(*.0))]
+    #[error("timed out after {}", crate::config::show_duration(*.0))]
     Timeout(Duration),
     /// The node reset the connection during the handshake.
     #[error("connection reset")]

@@ -27,7 +27,7 @@ pub enum ProbeError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// The whole probe took longer than the timeout.
-    #[error("no reply within {}", humantime::format_duration(*.0))]
+    #[error("no reply within {}", crate::config::show_duration(*.0))]
     Timeout(Duration),
     /// The node closed before sending the expected bytes.
     #[error("node closed after {got} of {want} expected bytes")]

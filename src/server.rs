@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::config::Config;
+use crate::config::{show_duration, Config};
 use crate::limits::Budget;
 use crate::state::Shared;
 use crate::{admin, conn, health, net, pool, reload, splice};
@@ -53,17 +53,18 @@ pub async fn serve(
         addr = %local,
         nodes = config.nodes.len(),
         retries = config.retries,
-        connect_timeout = %humantime::format_duration(config.timeouts.connect),
+        connect_timeout = %show_duration(config.timeouts.connect),
         "listening"
     );
-    let limit = connection_limit(config.max_connections, config.nodes.len());
+    let budget = Budget::current(config.nodes.len());
+    pool::set_pipe_limit(budget.pipes as usize);
+    let limit = connection_limit(config.max_connections, &budget);
     let admin = config.admin.listen;
     let shared = Shared::new(config, local);
     // The admin endpoint keeps serving through the drain, and stops when this returns.
     let admin_stop = CancellationToken::new();
     let _stop_admin_on_return = admin_stop.clone().drop_guard();
     if let Some(addr) = admin {
-        let budget = Budget::current(shared.nodes().nodes.len());
         admin::start(addr, Arc::clone(&shared), budget.admin, admin_stop)?;
     }
 
@@ -109,7 +110,7 @@ pub async fn serve(
 
     let drain = shared.config().timeouts.drain;
     let open = connections.len();
-    tracing::info!(open, drain = %humantime::format_duration(drain), "stopped accepting; draining");
+    tracing::info!(open, drain = %show_duration(drain), "stopped accepting; draining");
     if tokio::time::timeout(drain, connections.wait())
         .await
         .is_err()
@@ -168,17 +169,15 @@ impl Episode {
             if last.elapsed() >= EPISODE_QUIET {
                 self.state = None;
                 let lasted = Duration::from_millis(started.elapsed().as_millis() as u64);
-                log(count, &humantime::format_duration(lasted).to_string());
+                log(count, &show_duration(lasted));
             }
         }
     }
 }
 
 /// The listener's connection limit: `max_connections` if set, and never more than the
-/// descriptor budget allows (see [`crate::limits`]); the budget also caps the pipes.
-fn connection_limit(configured: Option<u32>, nodes: usize) -> Arc<Semaphore> {
-    let budget = Budget::current(nodes);
-    pool::set_pipe_limit(budget.pipes as usize);
+/// descriptor budget allows (see [`crate::limits`]).
+fn connection_limit(configured: Option<u32>, budget: &Budget) -> Arc<Semaphore> {
     let limit = match configured {
         Some(max) if max > budget.clients => {
             tracing::warn!(
