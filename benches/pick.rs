@@ -1,45 +1,48 @@
-//! The pick on the hot path: weighted least connections over 3, 100 and 1000 nodes, with
-//! realistic loads (every node up, active counts spread over 0..8).
+//! The pick on the hot path, as a connect makes it: weighted least connections over 3, 100
+//! and 1000 nodes with realistic loads (every node up, active counts spread over 0..8), and
+//! the picked node's turn moved on.
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tierlb::balancer::pick;
 use tierlb::config::NodeConfig;
-use tierlb::node::{ActiveGuard, Node};
+use tierlb::node::{ActiveGuard, NodeSet};
 
-fn nodes(count: usize) -> (Vec<Arc<Node>>, Vec<ActiveGuard>) {
-    let nodes: Vec<Arc<Node>> = (0..count)
-        .map(|i| {
-            let config = NodeConfig {
-                address: format!("10.0.{}.{}:8080", i / 250, i % 250)
-                    .parse()
-                    .expect("node address"),
-                weight: 1 + (i % 3) as u32,
-                max_connections: None,
-            };
-            Arc::new(Node::new(&config, 2, 3))
+fn nodes(count: usize) -> (NodeSet, Vec<ActiveGuard>) {
+    let configs: Vec<NodeConfig> = (0..count)
+        .map(|i| NodeConfig {
+            address: format!("10.0.{}.{}:8080", i / 250, i % 250)
+                .parse()
+                .expect("node address"),
+            weight: 1 + (i % 3) as u32,
+            max_connections: None,
         })
         .collect();
+    let set = NodeSet::new(&configs, 2, 3);
     // Give the nodes uneven loads, as a live balancer has.
-    let guards = nodes
+    let guards = set
+        .nodes
         .iter()
         .enumerate()
         .flat_map(|(i, node)| (0..(i * 7) % 8).filter_map(|_| node.try_acquire()))
         .collect();
-    (nodes, guards)
+    (set, guards)
 }
 
 fn bench_pick(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick");
     for count in [3usize, 100, 1000] {
-        let (nodes, _guards) = nodes(count);
-        let mut rr = 0usize;
-        group.bench_with_input(BenchmarkId::from_parameter(count), &nodes, |b, nodes| {
+        let (set, _guards) = nodes(count);
+        let mut seed = 0usize;
+        group.bench_with_input(BenchmarkId::from_parameter(count), &set, |b, set| {
             b.iter(|| {
-                rr = rr.wrapping_add(1);
-                black_box(pick(black_box(nodes), rr, &[]))
+                seed = seed.wrapping_add(1);
+                let picked = pick(black_box(&set.nodes), set.vtime(), seed, &[]);
+                if let Some(i) = picked {
+                    set.picked(i);
+                }
+                black_box(picked)
             })
         });
     }

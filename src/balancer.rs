@@ -1,23 +1,34 @@
-//! The pick: weighted least connections among up nodes, round-robin among ties. Pure, no I/O.
+//! The pick: weighted least connections among up nodes, weighted turns among ties. Pure, no
+//! I/O.
 //!
 //! A node's load is `active / weight`; loads are compared by cross-multiplying
 //! (`a.active * b.weight < b.active * a.weight`), so there is no division and no rounding.
 //!
-//! Up to [`EXACT_LIMIT`] nodes, the pick scans them all: exact least connections, and nodes
-//! with equal loads take strict turns (by weight) whichever other nodes are down, drained,
-//! full or already tried. With more nodes a full scan would cost O(n) per connection (about 2.5 µs at 1000
-//! nodes), so the pick compares two nodes drawn at random instead ("power of two choices",
-//! as Envoy's least-request balancer does): O(1) whatever the size, and known to keep the
-//! busiest node within a small constant of the average. Should the draws find no eligible up
-//! node, the full scan decides, so a mostly-down set is still handled exactly.
+//! Ties (equal loads) are broken by stride scheduling: each node has a virtual *pass*, and
+//! the tied node with the lowest pass wins; picking a node moves its pass on by a stride of
+//! `STRIDE / weight` ([`crate::node::advance`]), so over sequential clients the nodes take strict turns in
+//! proportion to their weights (2:1:1 gives two, one, one). Turns belong to the nodes, not to
+//! positions or to a shared counter, so they stay exact whichever nodes are down, drained,
+//! full or tried, and a node can never be starved by a tie set that changes from one pick to
+//! the next. A node's pass is lifted to the set's virtual time (the pass of the last pick)
+//! when it is compared, so a node that sat out (down, or just added) does not collect turns
+//! it missed and then take every tied client at once.
+//!
+//! Up to [`EXACT_LIMIT`] nodes, the pick scans them all: exact least connections. With more
+//! nodes a full scan would cost O(n) per connection (about 2.5 µs at 1000 nodes), so the pick
+//! compares two nodes drawn at random instead ("power of two choices", as Envoy's
+//! least-request balancer does): O(1) whatever the size, and known to keep the busiest node
+//! within a small constant of the average. Should the draws find no eligible up node, the
+//! full scan decides, so a mostly-down set is still handled exactly.
 //!
 //! Down nodes are only picked when no untried up node is left: a wrong "down" must never turn
 //! into an outage. Nodes at their connection limit and nodes already tried for this client
 //! are never picked.
 
+use std::cmp::Ordering;
 use std::sync::Arc;
 
-use crate::node::Node;
+use crate::node::{later, Node};
 
 /// What the pick needs to know about a node.
 pub trait Load {
@@ -29,6 +40,8 @@ pub trait Load {
     fn is_up(&self) -> bool;
     /// Whether the node is at its connection limit.
     fn is_full(&self) -> bool;
+    /// Its virtual pass, for turns among ties (see [`crate::node::advance`]).
+    fn pass(&self) -> u64;
 }
 
 impl Load for Arc<Node> {
@@ -44,6 +57,9 @@ impl Load for Arc<Node> {
     fn is_full(&self) -> bool {
         Node::is_full(self)
     }
+    fn pass(&self) -> u64 {
+        Node::pass(self)
+    }
 }
 
 /// Node counts up to this are scanned in full (exact); larger sets are sampled.
@@ -54,33 +70,55 @@ const MAX_DRAWS: u32 = 8;
 
 /// Index of the best node to try next, or `None` when every node is tried or full.
 ///
-/// `turn` grows by one per pick (a shared counter): it decides whose turn it is among ties,
-/// and seeds the draws of large sets. `tried` lists the indices already attempted for this
-/// client.
-pub fn pick<N: Load>(nodes: &[N], turn: usize, tried: &[usize]) -> Option<usize> {
+/// `vtime` is the set's virtual time (see [`crate::node::advance`]); `seed` varies per client and seeds the
+/// draws of large sets; `tried` lists the indices already attempted for this client.
+pub fn pick<N: Load>(nodes: &[N], vtime: u64, seed: usize, tried: &[usize]) -> Option<usize> {
     if nodes.len() > EXACT_LIMIT {
-        if let Some(i) = sample(nodes, turn, tried) {
+        if let Some(i) = sample(nodes, vtime, seed, tried) {
             return Some(i);
         }
     }
-    scan(nodes, turn, tried)
+    scan(nodes, vtime, tried)
 }
 
-/// Whether `a` (active, weight) carries less load than `b`.
-fn lighter(a: (u64, u64), b: (u64, u64)) -> bool {
-    a.0 * b.1 < b.0 * a.1
+/// How a candidate ranks: up beats down, then the lighter load, then the earlier pass.
+#[derive(Clone, Copy)]
+struct Rank {
+    up: bool,
+    /// (active, weight)
+    load: (u64, u64),
+    /// The pass lifted to the virtual time.
+    pass: u64,
 }
 
-/// Whether `a` and `b` carry the same load.
-fn equal(a: (u64, u64), b: (u64, u64)) -> bool {
-    a.0 * b.1 == b.0 * a.1
+impl Rank {
+    fn of<N: Load>(node: &N, vtime: u64) -> Rank {
+        Rank {
+            up: node.is_up(),
+            load: (u64::from(node.active()), u64::from(node.weight().max(1))),
+            pass: later(node.pass(), vtime),
+        }
+    }
+
+    /// Whether `self` should be picked before `other`.
+    fn beats(&self, other: &Rank) -> bool {
+        if self.up != other.up {
+            return self.up;
+        }
+        let (a, b) = (self.load, other.load);
+        match (a.0 * b.1).cmp(&(b.0 * a.1)) {
+            Ordering::Less => true,
+            Ordering::Greater => false,
+            Ordering::Equal => (self.pass.wrapping_sub(other.pass) as i64) < 0,
+        }
+    }
 }
 
-/// The less loaded of two eligible up nodes drawn at random, if the draws find two.
-fn sample<N: Load>(nodes: &[N], turn: usize, tried: &[usize]) -> Option<usize> {
+/// The better of two eligible up nodes drawn at random, if the draws find two.
+fn sample<N: Load>(nodes: &[N], vtime: u64, seed: usize, tried: &[usize]) -> Option<usize> {
     let n = nodes.len() as u64;
-    let mut state = turn as u64;
-    let mut best: Option<(usize, (u64, u64))> = None;
+    let mut state = seed as u64;
+    let mut best: Option<(usize, Rank)> = None;
     let mut found = 0;
     for _ in 0..MAX_DRAWS {
         state = splitmix64(state);
@@ -90,9 +128,9 @@ fn sample<N: Load>(nodes: &[N], turn: usize, tried: &[usize]) -> Option<usize> {
         if !node.is_up() || node.is_full() || tried.contains(&i) {
             continue;
         }
-        let load = (u64::from(node.active()), u64::from(node.weight().max(1)));
-        if best.is_none_or(|(_, b)| lighter(load, b)) {
-            best = Some((i, load));
+        let rank = Rank::of(node, vtime);
+        if best.is_none_or(|(_, b)| rank.beats(&b)) {
+            best = Some((i, rank));
         }
         found += 1;
         if found == 2 {
@@ -110,55 +148,19 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Exact: every eligible node (not full, not tried), up nodes first, then the lightest; among
-/// equally light nodes, strict turns by weight.
-///
-/// The turns are taken over the tied nodes themselves, not over every configured node: a
-/// rotation over all nodes would hand a missing node's turns to the node after it (with one
-/// of three nodes down, a 2:1 split instead of 1:1). `turn` counts over the ties' total
-/// weight, so ties of weights 2 and 1 take two turns and one.
-fn scan<N: Load>(nodes: &[N], turn: usize, tried: &[usize]) -> Option<usize> {
-    let eligible = |i: usize, node: &N| !node.is_full() && !tried.contains(&i);
-    let load = |node: &N| (u64::from(node.active()), u64::from(node.weight().max(1)));
-    // The best class (up beats down) and load, the first node there, and the total weight of
-    // the nodes tied there.
-    let mut best: Option<(bool, (u64, u64), usize)> = None;
-    let mut tied_weight = 0u64;
+/// Exact: the best eligible node (not full, not tried) in one pass over all of them.
+fn scan<N: Load>(nodes: &[N], vtime: u64, tried: &[usize]) -> Option<usize> {
+    let mut best: Option<(usize, Rank)> = None;
     for (i, node) in nodes.iter().enumerate() {
-        if !eligible(i, node) {
+        if node.is_full() || tried.contains(&i) {
             continue;
         }
-        let (up, l) = (node.is_up(), load(node));
-        match best {
-            Some((b_up, b, _)) if !((up && !b_up) || (up == b_up && lighter(l, b))) => {
-                if up == b_up && equal(l, b) {
-                    tied_weight += l.1;
-                }
-            }
-            _ => {
-                best = Some((up, l, i));
-                tied_weight = l.1;
-            }
+        let rank = Rank::of(node, vtime);
+        if best.is_none_or(|(_, b)| rank.beats(&b)) {
+            best = Some((i, rank));
         }
     }
-    let (b_up, b, first) = best?;
-    let mut target = turn as u64 % tied_weight;
-    for (i, node) in nodes.iter().enumerate() {
-        if !eligible(i, node) || node.is_up() != b_up {
-            continue;
-        }
-        let l = load(node);
-        if !equal(l, b) {
-            continue;
-        }
-        if target < l.1 {
-            return Some(i);
-        }
-        target -= l.1;
-    }
-    // Loads are live counters: connections opened or closed between the two passes can leave
-    // no node at the load seen first. The first best node is then as good a pick as any.
-    Some(first)
+    best.map(|(i, _)| i)
 }
 
 #[cfg(test)]

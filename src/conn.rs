@@ -9,9 +9,9 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::connect::{self, AttemptError, Attempts, ConnectError, Connected, FailureKind};
+use crate::connect::{self, AttemptError, Attempts, ConnectError, Connected};
 use crate::metrics::ActiveClient;
-use crate::node::{Node, NodeSet, Observation, Source};
+use crate::node::{FailureKind, Node, NodeSet, Observation, Source};
 use crate::splice::{self, End, NodeEnd, Outcome, Side};
 use crate::state::Shared;
 
@@ -27,7 +27,7 @@ pub async fn handle(
     let _active = ActiveClient::new(&shared.listener);
     let config = shared.config();
     let nodes = shared.nodes();
-    let turn = shared.next_pick.fetch_add(1, Ordering::Relaxed);
+    let seed = shared.next_pick.fetch_add(1, Ordering::Relaxed);
     let mut attempts = Attempts::default();
     loop {
         // The connect phase (retries, DNS, timeouts) is a larger future than the splice that
@@ -35,7 +35,7 @@ pub async fn handle(
         // connection holds only what the splice needs.
         let connected = Box::pin(connect::connect(
             &nodes,
-            turn,
+            seed,
             config.retries,
             config.timeouts.connect,
             config.health.interval,

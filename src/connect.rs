@@ -2,9 +2,8 @@
 //! counted, the node told, and the retry on the next-best other node.
 
 use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -13,61 +12,14 @@ use tokio::time::Instant;
 use crate::balancer;
 use crate::config::NodeAddr;
 use crate::net;
-use crate::node::{ActiveGuard, Node, NodeSet, Observation, Source};
-
-/// Kinds of connect failure, as counted in metrics (`kind` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The node refused the connection.
-    Refused,
-    /// No answer within the connect timeout.
-    Timeout,
-    /// The node's name did not resolve.
-    Dns,
-    /// Reset, unreachable, or anything else from the node's side.
-    Other,
-    /// The node took a client and closed or reset before sending a byte.
-    Unanswered,
-}
-
-impl FailureKind {
-    /// Every kind, in metric order.
-    pub const ALL: [FailureKind; 5] = [
-        FailureKind::Refused,
-        FailureKind::Timeout,
-        FailureKind::Dns,
-        FailureKind::Other,
-        FailureKind::Unanswered,
-    ];
-
-    /// The metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            FailureKind::Refused => "refused",
-            FailureKind::Timeout => "timeout",
-            FailureKind::Dns => "dns",
-            FailureKind::Other => "other",
-            FailureKind::Unanswered => "unanswered",
-        }
-    }
-
-    /// Position in [`FailureKind::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
+use crate::node::{ActiveGuard, DnsError, FailureKind, Node, NodeSet, Observation, Source};
 
 /// Why one connect attempt (or probe connect) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AttemptError {
     /// The name did not resolve to any address.
-    #[error("dns: cannot resolve {host}: {reason}")]
-    Dns {
-        /// The name.
-        host: String,
-        /// What the resolver said.
-        reason: String,
-    },
+    #[error("dns: {0}")]
+    Dns(#[from] DnsError),
     /// The node actively refused the connection.
     #[error("connection refused")]
     Refused,
@@ -113,7 +65,7 @@ impl AttemptError {
         match self {
             AttemptError::Refused => Some(FailureKind::Refused),
             AttemptError::Timeout(_) => Some(FailureKind::Timeout),
-            AttemptError::Dns { .. } => Some(FailureKind::Dns),
+            AttemptError::Dns(_) => Some(FailureKind::Dns),
             AttemptError::Reset | AttemptError::Unreachable(_) | AttemptError::Other(_) => {
                 Some(FailureKind::Other)
             }
@@ -164,55 +116,6 @@ pub enum ConnectError {
     /// Every node is full or drained (or there is no node).
     #[error("no node can take a connection: every node is drained or at its max_connections")]
     NoneAvailable,
-}
-
-/// The addresses a node's name resolved to, kept for at most one probe interval, and used in
-/// turn so a name with several addresses spreads its connections over them.
-#[derive(Debug, Default)]
-pub struct DnsCache {
-    answer: Mutex<Option<(Instant, Arc<[SocketAddr]>)>>,
-    next: AtomicUsize,
-}
-
-impl DnsCache {
-    /// The next address for `addr`: the literal itself, or the next cached answer for a name,
-    /// looked up again once older than `ttl`.
-    pub async fn resolve(
-        &self,
-        addr: &NodeAddr,
-        ttl: Duration,
-    ) -> Result<SocketAddr, AttemptError> {
-        if let Some(literal) = addr.socket_addr() {
-            return Ok(literal);
-        }
-        let cached = self.answer.lock().ok().and_then(|a| {
-            a.as_ref()
-                .filter(|(at, _)| at.elapsed() < ttl)
-                .map(|(_, v)| Arc::clone(v))
-        });
-        let addrs = match cached {
-            Some(addrs) => addrs,
-            None => {
-                let dns = |reason: String| AttemptError::Dns {
-                    host: addr.host().to_owned(),
-                    reason,
-                };
-                let found: Arc<[SocketAddr]> = tokio::net::lookup_host((addr.host(), addr.port()))
-                    .await
-                    .map_err(|e| dns(e.to_string()))?
-                    .collect();
-                if found.is_empty() {
-                    return Err(dns("no address found".to_owned()));
-                }
-                if let Ok(mut answer) = self.answer.lock() {
-                    *answer = Some((Instant::now(), Arc::clone(&found)));
-                }
-                found
-            }
-        };
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
-        Ok(addrs[i])
-    }
 }
 
 /// Resolves `node` (names are cached for `dns_ttl`) and connects, all within `timeout`.
@@ -275,7 +178,7 @@ impl Attempts {
 /// fail the same way.
 pub async fn connect(
     nodes: &NodeSet,
-    turn: usize,
+    seed: usize,
     retries: u32,
     timeout: Duration,
     dns_ttl: Duration,
@@ -283,7 +186,7 @@ pub async fn connect(
 ) -> Result<Connected, ConnectError> {
     let list = &nodes.nodes;
     while attempts.made <= retries {
-        let Some(i) = balancer::pick(list, turn, &attempts.tried) else {
+        let Some(i) = balancer::pick(list, nodes.vtime(), seed, &attempts.tried) else {
             break;
         };
         let node = &list[i];
@@ -292,6 +195,7 @@ pub async fn connect(
             attempts.tried.push(i);
             continue;
         };
+        nodes.picked(i);
         if attempts.made > 0 {
             node.stats.retries.fetch_add(1, Ordering::Relaxed);
         }

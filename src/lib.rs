@@ -16,7 +16,7 @@
 //! - [`splice`]: bytes both ways (copy for small messages, `splice(2)` for bulk), half-close,
 //!   reset propagation, idle timeout, and whether the node answered at all.
 //! - [`conn`]: one client from pick to close.
-//! - [`pool`]: per-thread pools of copy buffers and pipes, held only while bytes move.
+//! - [`buffers`]: per-thread pools of copy buffers and pipes, held only while bytes move.
 //! - [`limits`]: the descriptor budget that sets the default connection limit.
 //! - [`state`]: what the accept loop, connections, probes and the admin endpoint share.
 //! - [`server`]: the accept loop, connection limit, per-connection tasks, drain.
@@ -55,6 +55,7 @@
 
 pub mod admin;
 pub mod balancer;
+pub mod buffers;
 pub mod cli;
 pub mod config;
 pub mod conn;
@@ -64,7 +65,6 @@ pub mod limits;
 pub mod metrics;
 pub mod net;
 pub mod node;
-pub mod pool;
 pub mod reload;
 pub mod server;
 pub mod shutdown;

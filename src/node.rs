@@ -17,12 +17,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{show_duration, NodeAddr, NodeConfig};
-use crate::connect::DnsCache;
-use crate::metrics::NodeStats;
-
+mod dns;
+mod recent;
 mod state;
+mod stats;
+mod turns;
 
+pub use dns::{DnsCache, DnsError};
+pub use recent::{Recent, Sample};
 pub use state::{Health, Observation, Transition};
+pub use stats::{FailureKind, NodeStats};
+pub use turns::{advance, later, STRIDE};
 
 /// The last health result recorded for a node, for `/status`.
 #[derive(Debug, Clone)]
@@ -56,6 +61,8 @@ pub struct Node {
     max_connections: AtomicU32,
     /// Connections open to the node, connect attempts in progress included.
     active: AtomicU32,
+    /// Virtual pass for turns among equally loaded nodes (see [`advance`]).
+    pass: AtomicU64,
     /// Packed [`Health`].
     health: AtomicU64,
     /// Thresholds for [`Health::observe`].
@@ -83,6 +90,7 @@ impl Node {
             weight: AtomicU32::new(1),
             max_connections: AtomicU32::new(u32::MAX),
             active: AtomicU32::new(0),
+            pass: AtomicU64::new(0),
             health: AtomicU64::new(Health::NEW.pack()),
             rise: AtomicU32::new(rise),
             fall: AtomicU32::new(fall),
@@ -111,6 +119,11 @@ impl Node {
     /// Relative share of connections.
     pub fn weight(&self) -> u32 {
         self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Its virtual pass, for turns among ties.
+    pub fn pass(&self) -> u64 {
+        self.pass.load(Ordering::Relaxed)
     }
 
     /// Connections open now (attempts in progress included).
@@ -269,6 +282,8 @@ pub struct NodeSet {
     /// Set while no node is up, so that "no node is up" and "service resumed" are each
     /// logged once.
     all_down: AtomicBool,
+    /// The virtual time of turns among ties: the pass of the last pick.
+    vtime: AtomicU64,
 }
 
 impl NodeSet {
@@ -281,16 +296,37 @@ impl NodeSet {
                 .collect(),
             retired: Vec::new(),
             all_down: AtomicBool::new(false),
+            vtime: AtomicU64::new(0),
         }
     }
 
-    /// The set for nodes carried over from another set (see [`crate::reload`]).
-    pub fn from_parts(nodes: Vec<Arc<Node>>, retired: Vec<Arc<Node>>) -> NodeSet {
+    /// The set for nodes carried over from `previous` by a reload (with its virtual time).
+    pub fn from_parts(
+        nodes: Vec<Arc<Node>>,
+        retired: Vec<Arc<Node>>,
+        previous: &NodeSet,
+    ) -> NodeSet {
         let all_down = !nodes.is_empty() && !nodes.iter().any(|n| n.is_up());
         NodeSet {
             nodes,
             retired,
             all_down: AtomicBool::new(all_down),
+            vtime: AtomicU64::new(previous.vtime()),
+        }
+    }
+
+    /// The virtual time of turns among ties.
+    pub fn vtime(&self) -> u64 {
+        self.vtime.load(Ordering::Relaxed)
+    }
+
+    /// Records that the node at `index` was picked: its pass moves on by its stride. Two
+    /// picks at once may both see the old values; turns are then off by one, never stuck.
+    pub fn picked(&self, index: usize) {
+        if let Some(node) = self.nodes.get(index) {
+            let (pass, vtime) = advance(node.pass(), self.vtime(), node.weight());
+            node.pass.store(pass, Ordering::Relaxed);
+            self.vtime.store(vtime, Ordering::Relaxed);
         }
     }
 

@@ -88,7 +88,7 @@ pub fn apply(shared: &Shared, mut new: Config, start_probe: impl Fn(Arc<Node>)) 
             retired.push(Arc::clone(node));
         }
     }
-    shared.replace(new, NodeSet::from_parts(nodes, retired));
+    shared.replace(new, NodeSet::from_parts(nodes, retired, &current));
     tracing::info!(
         kept = d.kept.len(),
         added = d.added.len(),

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::config::{show_duration, Config};
 use crate::limits::Budget;
 use crate::state::Shared;
-use crate::{admin, conn, health, net, pool, reload, splice};
+use crate::{admin, buffers, conn, health, net, reload, splice};
 
 /// Longest pause of the accept loop while out of descriptors or memory.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -57,7 +57,7 @@ pub async fn serve(
         "listening"
     );
     let budget = Budget::current(config.nodes.len());
-    pool::set_pipe_limit(budget.pipes as usize);
+    buffers::set_pipe_limit(budget.pipes as usize);
     let limit = connection_limit(config.max_connections, &budget);
     let admin = config.admin.listen;
     let shared = Shared::new(config, local);

@@ -4,7 +4,7 @@
 //! state machines and the idle timer: about 400 bytes per connection, instead of the
 //! several KiB that nested `async fn`s and per-connection buffers would cost. A direction that
 //! waits for bytes holds nothing else: bytes go through a pooled buffer or pipe
-//! ([`crate::pool`]), taken when they arrive and given back once written.
+//! ([`crate::buffers`]), taken when they arrive and given back once written.
 //!
 //! How bytes move is decided per direction, from what it carries:
 //! - **copy** (`read` + `write` through a 16 KiB buffer) to start with. For small messages

@@ -19,7 +19,7 @@ use crate::throttle::Throttle;
 pub struct Shared {
     config: ArcSwap<Config>,
     nodes: ArcSwap<NodeSet>,
-    /// Grows by one per pick, so nodes with equal load take turns.
+    /// Grows by one per client: seeds the random draws of the pick in large node sets.
     pub next_pick: AtomicUsize,
     /// Client-visible failures, for rate-limited logging.
     pub client_failures: Throttle,
@@ -49,7 +49,7 @@ impl Shared {
         })
     }
 
-    /// Puts a reloaded configuration and its node set in force (see [`crate::reload`]).
+    /// Puts a reloaded configuration and its node set in force (the reload module builds them).
     pub fn replace(&self, config: Config, nodes: NodeSet) {
         self.nodes.store(Arc::new(nodes));
         self.config.store(Arc::new(config));

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use crate::connect::FailureKind;
+use crate::node::FailureKind;
 use crate::node::Node;
 use crate::state::Shared;
 

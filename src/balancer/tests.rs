@@ -1,6 +1,7 @@
 //! Unit tests of the pick: splits, ties, retries, large sets.
 
 use super::*;
+use crate::node::{advance, STRIDE};
 use rstest::rstest;
 
 #[derive(Clone, Copy)]
@@ -9,6 +10,7 @@ struct Fake {
     weight: u32,
     up: bool,
     full: bool,
+    pass: u64,
 }
 
 impl Load for Fake {
@@ -24,6 +26,31 @@ impl Load for Fake {
     fn is_full(&self) -> bool {
         self.full
     }
+    fn pass(&self) -> u64 {
+        self.pass
+    }
+}
+
+/// A node set with its virtual time, picking as `connect` does: pick, then advance.
+struct Set {
+    nodes: Vec<Fake>,
+    vtime: u64,
+}
+
+impl Set {
+    fn new(weights: &[u32]) -> Set {
+        Set {
+            nodes: nodes(weights),
+            vtime: 0,
+        }
+    }
+
+    fn pick(&mut self, seed: usize, tried: &[usize]) -> Option<usize> {
+        let i = pick(&self.nodes, self.vtime, seed, tried)?;
+        let node = &mut self.nodes[i];
+        (node.pass, self.vtime) = advance(node.pass, self.vtime, node.weight);
+        Some(i)
+    }
 }
 
 fn nodes(weights: &[u32]) -> Vec<Fake> {
@@ -34,17 +61,19 @@ fn nodes(weights: &[u32]) -> Vec<Fake> {
             weight,
             up: true,
             full: false,
+            pass: 0,
         })
         .collect()
 }
 
-/// Opens `count` connections one after another and returns how many each node got.
-fn fill(nodes: &mut [Fake], count: usize) -> Vec<u32> {
-    for rr in 0..count {
-        let i = pick(nodes, rr, &[]).expect("a node");
-        nodes[i].active += 1;
+/// Opens `count` connections one after another, keeping them open, and returns how many each
+/// node got.
+fn fill(set: &mut Set, count: usize) -> Vec<u32> {
+    for seed in 0..count {
+        let i = set.pick(seed, &[]).expect("a node");
+        set.nodes[i].active += 1;
     }
-    nodes.iter().map(|n| n.active).collect()
+    set.nodes.iter().map(|n| n.active).collect()
 }
 
 #[rstest]
@@ -57,18 +86,52 @@ fn weighted_least_connections_split(
     #[case] count: usize,
     #[case] want: &[u32],
 ) {
-    let mut n = nodes(weights);
-    assert_eq!(fill(&mut n, count), want);
+    let mut set = Set::new(weights);
+    assert_eq!(fill(&mut set, count), want);
 }
 
 #[test]
 fn ties_take_turns() {
-    let n = nodes(&[1, 1, 1]);
-    let picks: Vec<_> = (0..6).map(|rr| pick(&n, rr, &[])).collect();
+    let mut set = Set::new(&[1, 1, 1]);
+    let picks: Vec<_> = (0..6).map(|seed| set.pick(seed, &[])).collect();
     assert_eq!(
         picks,
         [Some(0), Some(1), Some(2), Some(0), Some(1), Some(2)]
     );
+}
+
+#[test]
+fn a_tie_set_that_changes_every_pick_starves_no_node() {
+    // Each client arrives before the previous one's close is seen: the node picked last is
+    // still busy, so the tie set is every node but that one, a different set each time.
+    let mut set = Set::new(&[1, 1, 1]);
+    let mut got = [0u32; 3];
+    let mut busy: Option<usize> = None;
+    for seed in 0..300 {
+        let i = set.pick(seed, &[]).expect("a node");
+        if let Some(b) = busy {
+            set.nodes[b].active -= 1;
+        }
+        set.nodes[i].active += 1;
+        busy = Some(i);
+        got[i] += 1;
+    }
+    assert_eq!(got, [100, 100, 100]);
+}
+
+#[test]
+fn a_node_back_from_a_long_absence_does_not_take_every_tie() {
+    let mut set = Set::new(&[1, 1, 1]);
+    set.nodes[2].up = false;
+    for seed in 0..1000 {
+        set.pick(seed, &[]);
+    }
+    set.nodes[2].up = true;
+    let mut got = [0u32; 3];
+    for seed in 0..30 {
+        got[set.pick(seed, &[]).expect("a node")] += 1;
+    }
+    assert!(got[2] <= 11, "the returning node took {got:?}");
 }
 
 /// How an excluded node is out of the tie (`Full` stands for drained too: a drained node
@@ -83,10 +146,10 @@ enum Out {
 /// Sequential clients (each closes before the next) over `weights` with node `out` taken
 /// out as `how`: how many picks each node gets.
 fn sequential(weights: &[u32], out: usize, how: Out, clients: usize) -> Vec<u32> {
-    let mut n = nodes(weights);
+    let mut set = Set::new(weights);
     match how {
-        Out::Down => n[out].up = false,
-        Out::Full => n[out].full = true,
+        Out::Down => set.nodes[out].up = false,
+        Out::Full => set.nodes[out].full = true,
         Out::Tried => {}
     }
     let tried: &[usize] = match how {
@@ -94,8 +157,8 @@ fn sequential(weights: &[u32], out: usize, how: Out, clients: usize) -> Vec<u32>
         _ => &[],
     };
     let mut got = vec![0; weights.len()];
-    for turn in 0..clients {
-        got[pick(&n, turn, tried).expect("a node")] += 1;
+    for seed in 0..clients {
+        got[set.pick(seed, tried).expect("a node")] += 1;
     }
     got
 }
@@ -134,20 +197,28 @@ fn weighted_ties_split_by_weight_with_a_node_out(
 
 #[test]
 fn ties_alternate_strictly() {
-    let mut n = nodes(&[1, 1, 1]);
-    n[1].up = false;
-    let picks: Vec<_> = (0..6).filter_map(|turn| pick(&n, turn, &[])).collect();
+    let mut set = Set::new(&[1, 1, 1]);
+    set.nodes[1].up = false;
+    let picks: Vec<_> = (0..6).filter_map(|seed| set.pick(seed, &[])).collect();
     assert_eq!(picks, [0, 2, 0, 2, 0, 2]);
 }
 
 #[test]
 fn down_ties_take_turns_when_no_node_is_up() {
-    let mut n = nodes(&[1, 1, 1]);
-    for node in &mut n {
+    let mut set = Set::new(&[1, 1, 1]);
+    for node in &mut set.nodes {
         node.up = false;
     }
-    let picks: Vec<_> = (0..3).filter_map(|turn| pick(&n, turn, &[])).collect();
+    let picks: Vec<_> = (0..3).filter_map(|seed| set.pick(seed, &[])).collect();
     assert_eq!(picks, [0, 1, 2]);
+}
+
+#[test]
+fn passes_wrap_around() {
+    let near_end = u64::MAX - STRIDE / 2;
+    let (pass, vtime) = advance(near_end, near_end, 1);
+    assert!(pass < near_end, "wrapped");
+    assert_eq!(later(pass, vtime), pass, "still later after wrapping");
 }
 
 #[test]
@@ -156,8 +227,8 @@ fn least_loaded_wins_whatever_the_rotation() {
     n[0].active = 5;
     n[1].active = 1;
     n[2].active = 3;
-    for rr in 0..3 {
-        assert_eq!(pick(&n, rr, &[]), Some(1));
+    for seed in 0..3 {
+        assert_eq!(pick(&n, 0, seed, &[]), Some(1));
     }
 }
 
@@ -167,27 +238,27 @@ fn down_nodes_only_when_no_up_node_is_left() {
     n[0].up = false;
     n[1].active = 100;
     assert_eq!(
-        pick(&n, 0, &[]),
+        pick(&n, 0, 0, &[]),
         Some(1),
         "a busy up node beats an idle down one"
     );
-    assert_eq!(pick(&n, 0, &[1]), Some(0), "then the down node is tried");
-    assert_eq!(pick(&n, 0, &[0, 1]), None);
+    assert_eq!(pick(&n, 0, 0, &[1]), Some(0), "then the down node is tried");
+    assert_eq!(pick(&n, 0, 0, &[0, 1]), None);
 }
 
 #[test]
 fn full_and_tried_nodes_are_skipped() {
     let mut n = nodes(&[1, 1]);
     n[0].full = true;
-    assert_eq!(pick(&n, 0, &[]), Some(1));
-    assert_eq!(pick(&n, 0, &[1]), None);
-    assert_eq!(pick::<Fake>(&[], 0, &[]), None);
+    assert_eq!(pick(&n, 0, 0, &[]), Some(1));
+    assert_eq!(pick(&n, 0, 0, &[1]), None);
+    assert_eq!(pick::<Fake>(&[], 0, 0, &[]), None);
 }
 
 #[test]
 fn large_sets_stay_balanced() {
-    let mut n = nodes(&[1; 1000]);
-    let counts = fill(&mut n, 10_000);
+    let mut set = Set::new(&[1; 1000]);
+    let counts = fill(&mut set, 10_000);
     let (min, max) = (
         counts.iter().min().copied().unwrap_or(0),
         counts.iter().max().copied().unwrap_or(0),
@@ -199,8 +270,8 @@ fn large_sets_stay_balanced() {
 #[test]
 fn large_sets_respect_weights() {
     let weights: Vec<u32> = (0..100).map(|i| if i < 50 { 1 } else { 3 }).collect();
-    let mut n = nodes(&weights);
-    let counts = fill(&mut n, 20_000);
+    let mut set = Set::new(&weights);
+    let counts = fill(&mut set, 20_000);
     let light: u32 = counts[..50].iter().sum();
     let heavy: u32 = counts[50..].iter().sum();
     let ratio = f64::from(heavy) / f64::from(light);
@@ -215,11 +286,11 @@ fn large_mostly_down_set_still_finds_the_up_node() {
     }
     n[321].up = true;
     n[321].active = 1000;
-    for turn in 0..50 {
-        assert_eq!(pick(&n, turn, &[]), Some(321));
+    for seed in 0..50 {
+        assert_eq!(pick(&n, 0, seed, &[]), Some(321));
     }
     assert_ne!(
-        pick(&n, 0, &[321]),
+        pick(&n, 0, 0, &[321]),
         Some(321),
         "a tried node is never picked again"
     );
@@ -231,8 +302,8 @@ fn retry_order_is_next_best() {
     n[0].active = 2;
     n[1].active = 0;
     n[2].active = 1;
-    let first = pick(&n, 0, &[]).expect("node");
-    let second = pick(&n, 0, &[first]).expect("node");
-    let third = pick(&n, 0, &[first, second]).expect("node");
+    let first = pick(&n, 0, 0, &[]).expect("node");
+    let second = pick(&n, 0, 0, &[first]).expect("node");
+    let third = pick(&n, 0, 0, &[first, second]).expect("node");
     assert_eq!([first, second, third], [1, 2, 0]);
 }

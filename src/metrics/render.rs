@@ -10,7 +10,7 @@ use super::{
     NODE_CONNECT_LATENCY, NODE_DRAINED, NODE_PROBE_FAILURES, NODE_RECEIVED_BYTES, NODE_RETRIES,
     NODE_SENT_BYTES, NODE_TRANSITIONS, NODE_UP, RELOADS,
 };
-use crate::connect::FailureKind;
+use crate::node::FailureKind;
 use crate::node::Node;
 
 /// One value per node: a family with one sample per node and no other label.

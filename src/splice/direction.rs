@@ -11,8 +11,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::{End, NodeEnd, Side};
+use crate::buffers::{Buffer, BUFFER_SIZE};
 use crate::net;
-use crate::pool::{Buffer, BUFFER_SIZE};
 
 /// An error in one direction, and whether it came from that direction's source (a read) or
 /// its destination (a write).
@@ -79,7 +79,7 @@ enum State {
     },
     /// The pipe holds bytes still to be written.
     #[cfg(target_os = "linux")]
-    Draining { pipe: crate::pool::Pipe },
+    Draining { pipe: crate::buffers::Pipe },
     /// EOF was read and passed on as a write shutdown.
     Done,
 }
@@ -191,7 +191,7 @@ impl Direction {
     /// instead when no pipe can be had (out of descriptors, say).
     #[cfg(target_os = "linux")]
     fn fill_pipe(&mut self, src: &TcpStream) -> io::Result<usize> {
-        let Ok(mut pipe) = crate::pool::Pipe::take() else {
+        let Ok(mut pipe) = crate::buffers::Pipe::take() else {
             return self.fill_buffer(src);
         };
         // The pipe is empty, so WouldBlock can only mean `src` has nothing to read, and
