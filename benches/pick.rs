@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use tierlb::balancer::pick;
+use tierlb::balancer::{pick, Key, Strategy};
 use tierlb::config::NodeConfig;
 use tierlb::node::{ActiveGuard, NodeSet};
 
@@ -38,7 +38,14 @@ fn bench_pick(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(count), &set, |b, set| {
             b.iter(|| {
                 seed = seed.wrapping_add(1);
-                let picked = pick(black_box(&set.nodes), set.vtime(), seed, &[]);
+                let key = Key { seed };
+                let picked = pick(
+                    Strategy::LeastConnections,
+                    black_box(&set.nodes),
+                    set.vtime(),
+                    key,
+                    &[],
+                );
                 if let Some(i) = picked {
                     set.picked(i);
                 }

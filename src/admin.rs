@@ -72,7 +72,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
-    let nodes = shared.nodes();
+    let upstream = shared.upstream();
+    let nodes = &upstream.nodes;
     let text = metrics::render(
         &nodes.nodes,
         &shared.listener,
@@ -110,7 +111,8 @@ fn set_drained(
     if let Some(refusal) = guard::refusal(&shared, &headers) {
         return refusal;
     }
-    let nodes = shared.nodes();
+    let upstream = shared.upstream();
+    let nodes = &upstream.nodes;
     match nodes.find(&address) {
         Some(node) => {
             node.set_drained(drained);

@@ -68,11 +68,44 @@ pub const EXACT_LIMIT: usize = 16;
 /// Most random draws spent looking for two eligible up nodes before falling back to a scan.
 const MAX_DRAWS: u32 = 8;
 
-/// Index of the best node to try next, or `None` when every node is tried or full.
+/// How a service picks its nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Weighted least connections, weighted turns among ties.
+    LeastConnections,
+}
+
+/// What a pick knows about the client it picks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    /// Differs from client to client: seeds the random draws of large sets.
+    pub seed: usize,
+}
+
+/// Index of the best node to try next by `strategy`, or `None` when every node is tried or
+/// full.
 ///
-/// `vtime` is the set's virtual time (see [`crate::node::advance`]); `seed` varies per client and seeds the
-/// draws of large sets; `tried` lists the indices already attempted for this client.
-pub fn pick<N: Load>(nodes: &[N], vtime: u64, seed: usize, tried: &[usize]) -> Option<usize> {
+/// `vtime` is the set's virtual time (see [`crate::node::advance`]); `tried` lists the
+/// indices already attempted for this client.
+pub fn pick<N: Load>(
+    strategy: Strategy,
+    nodes: &[N],
+    vtime: u64,
+    key: Key,
+    tried: &[usize],
+) -> Option<usize> {
+    match strategy {
+        Strategy::LeastConnections => least_connections(nodes, vtime, key.seed, tried),
+    }
+}
+
+/// Weighted least connections: exact up to [`EXACT_LIMIT`] nodes, two random choices beyond.
+fn least_connections<N: Load>(
+    nodes: &[N],
+    vtime: u64,
+    seed: usize,
+    tried: &[usize],
+) -> Option<usize> {
     if nodes.len() > EXACT_LIMIT {
         if let Some(i) = sample(nodes, vtime, seed, tried) {
             return Some(i);

@@ -37,6 +37,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default time open connections get to finish on shutdown.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a node name's addresses are kept before it is looked up again.
+pub const DEFAULT_DNS_TTL: Duration = Duration::from_secs(2);
 /// Default number of extra connect attempts on other nodes.
 pub const DEFAULT_RETRIES: u32 = 2;
 
@@ -53,6 +55,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Extra connect attempts after the first, each on another node.
     pub retries: u32,
+    /// How long a node name's addresses are kept before it is looked up again.
+    pub dns_ttl: Duration,
     /// Most client connections open at once on the listener; `None` for no limit.
     pub max_connections: Option<u32>,
     /// Worker threads of the runtime (at least 1); defaults to the available cores.
@@ -247,8 +251,25 @@ mod tests {
         assert_eq!(c.health.fall, DEFAULT_FALL);
         assert_eq!(c.timeouts.connect, DEFAULT_CONNECT_TIMEOUT);
         assert_eq!(c.retries, DEFAULT_RETRIES);
+        assert_eq!(c.dns_ttl, DEFAULT_DNS_TTL);
         assert_eq!(c.nodes[0].weight, 1);
         assert_eq!(c.max_connections, None);
+    }
+
+    #[test]
+    fn dns_ttl_is_its_own_setting() {
+        let c = parse("listen = \"127.0.0.1:8000\"\nnodes = [\"a:1\"]\ndns_ttl = \"0s\"\n[health]\ninterval = \"9s\"\n")
+            .expect("valid");
+        assert_eq!(
+            c.dns_ttl,
+            Duration::ZERO,
+            "zero: look the name up every time"
+        );
+        assert_eq!(
+            c.health.interval,
+            Duration::from_secs(9),
+            "and not the probe interval"
+        );
     }
 
     #[test]

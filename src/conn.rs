@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::balancer::Key;
 use crate::connect::{self, AttemptError, Attempts, ConnectError, Connected};
 use crate::metrics::ActiveClient;
 use crate::node::{FailureKind, Node, NodeSet, Observation, Source};
@@ -25,23 +26,17 @@ pub async fn handle(
     _permit: OwnedSemaphorePermit,
 ) {
     let _active = ActiveClient::new(&shared.listener);
-    let config = shared.config();
-    let nodes = shared.nodes();
-    let seed = shared.next_pick.fetch_add(1, Ordering::Relaxed);
+    let upstream = shared.upstream();
+    let settings = &upstream.settings;
+    let key = Key {
+        seed: shared.next_pick.fetch_add(1, Ordering::Relaxed),
+    };
     let mut attempts = Attempts::default();
     loop {
         // The connect phase (retries, DNS, timeouts) is a larger future than the splice that
         // follows; boxing it keeps it out of this task's own state, so a long-lived
         // connection holds only what the splice needs.
-        let connected = Box::pin(connect::connect(
-            &nodes,
-            seed,
-            config.retries,
-            config.timeouts.connect,
-            config.health.interval,
-            &mut attempts,
-        ))
-        .await;
+        let connected = Box::pin(connect::connect(&upstream, key, &mut attempts)).await;
         let Connected {
             stream,
             slot,
@@ -55,8 +50,8 @@ pub async fn handle(
         let outcome = splice::splice(
             client,
             stream,
-            config.timeouts.idle,
-            config.timeouts.connect,
+            settings.timeouts.idle,
+            settings.timeouts.connect,
         )
         .await;
         // The slot goes back before the close is counted and logged, so whoever sees the log
@@ -65,7 +60,7 @@ pub async fn handle(
         drop(slot);
         node.stats
             .closed(outcome.client_to_node, outcome.node_to_client);
-        verdict(&nodes, &node, &outcome);
+        verdict(&upstream.nodes, &node, &outcome);
         let Outcome {
             client_to_node,
             node_to_client,

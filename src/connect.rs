@@ -9,10 +9,11 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::balancer;
+use crate::balancer::Key;
 use crate::config::NodeAddr;
 use crate::net;
-use crate::node::{ActiveGuard, DnsError, FailureKind, Node, NodeSet, Observation, Source};
+use crate::node::{ActiveGuard, DnsError, FailureKind, Node, Observation, Source};
+use crate::upstream::Upstream;
 
 /// Why one connect attempt (or probe connect) failed.
 #[derive(Debug, thiserror::Error)]
@@ -171,22 +172,23 @@ impl Attempts {
     }
 }
 
-/// Connects to the best node, retrying up to `retries` times in all (counting the attempts
-/// already in `attempts`), each time on the next-best node not yet tried. Every attempt's
+/// Connects the client with `key` to the best node of `upstream`, retrying up to its
+/// `retries` times in all (counting the attempts already in `attempts`), each time on the
+/// next-best node not yet tried. Every attempt's
 /// result is recorded on its node and counted. A local failure (out of descriptors or ports)
 /// is not the node's: it is not counted on it, and not retried on another node, which would
 /// fail the same way.
 pub async fn connect(
-    nodes: &NodeSet,
-    seed: usize,
-    retries: u32,
-    timeout: Duration,
-    dns_ttl: Duration,
+    upstream: &Upstream,
+    key: Key,
     attempts: &mut Attempts,
 ) -> Result<Connected, ConnectError> {
+    let nodes = &upstream.nodes;
     let list = &nodes.nodes;
-    while attempts.made <= retries {
-        let Some(i) = balancer::pick(list, nodes.vtime(), seed, &attempts.tried) else {
+    let settings = &upstream.settings;
+    let (timeout, dns_ttl) = (settings.timeouts.connect, settings.dns_ttl);
+    while attempts.made <= settings.retries {
+        let Some(i) = upstream.pick(key, &attempts.tried) else {
             break;
         };
         let node = &list[i];

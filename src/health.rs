@@ -12,10 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::HealthConfig;
 use crate::connect::{self, AttemptError};
 use crate::node::{Node, Observation, Source};
 use crate::state::Shared;
+use crate::upstream::Settings;
 
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +57,11 @@ impl ProbeError {
 }
 
 /// Probes `node` once with the given settings. A name is resolved again once its answer is
-/// older than the probe interval.
-pub async fn probe(node: &Node, health: &HealthConfig) -> Result<(), ProbeError> {
+/// older than `dns_ttl`.
+pub async fn probe(node: &Node, settings: &Settings) -> Result<(), ProbeError> {
+    let health = &settings.health;
     let exchange = async {
-        let mut stream = connect::open(node, health.timeout, health.interval).await?;
+        let mut stream = connect::open(node, health.timeout, settings.dns_ttl).await?;
         if let Some(send) = &health.send {
             stream.write_all(send).await?;
         }
@@ -110,23 +111,25 @@ pub async fn run(node: Arc<Node>, shared: Arc<Shared>, stop: CancellationToken) 
 
 async fn probe_loop(node: &Node, shared: &Shared) {
     let first = shared
-        .config()
+        .upstream()
+        .settings
         .health
         .interval
         .mul_f64(0.1 * fastrand::f64());
     let mut next = Instant::now() + first;
     loop {
         tokio::time::sleep_until(next).await;
-        let config = shared.config();
+        let upstream = shared.upstream();
+        let settings = &upstream.settings;
         // A probe that only connects proves the node listens; one that got the expected reply
         // proves it answers (see `Observation`).
-        let passed = if config.health.expect.is_some() {
+        let passed = if settings.health.expect.is_some() {
             Observation::Answered
         } else {
             Observation::Accepted
         };
-        let result = probe(node, &config.health).await;
-        let nodes = shared.nodes();
+        let result = probe(node, settings).await;
+        let nodes = &upstream.nodes;
         match result {
             Ok(()) => {
                 nodes.observe(node, Source::Probe, passed, &"probe passed");
@@ -142,6 +145,6 @@ async fn probe_loop(node: &Node, shared: &Shared) {
             }
             Err(e) => tracing::debug!(node = %node.address, error = %e, "probe not run"),
         }
-        next = (next + jittered(config.health.interval)).max(Instant::now());
+        next = (next + jittered(settings.health.interval)).max(Instant::now());
     }
 }

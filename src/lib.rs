@@ -12,6 +12,7 @@
 //! - [`cli`]: the command line, the admin token file and variable.
 //! - [`node`]: [`node::Node`] and its health state machine, the one shared truth.
 //! - [`balancer`]: the pure pick, weighted least connections with strict turns among ties.
+//! - [`upstream`]: one service's settings, node set and strategy, as one snapshot.
 //! - [`connect`]: one connect attempt, its failure classified, retries on other nodes.
 //! - [`splice`]: bytes both ways (copy for small messages, `splice(2)` for bulk), half-close,
 //!   reset propagation, idle timeout, and whether the node answered at all.
@@ -33,7 +34,8 @@
 //! 1. [`server`] takes a slot of the connection limit (from `max_connections` or the
 //!    descriptor budget) before accepting, so at the limit clients wait in the kernel's
 //!    accept queue; it accepts and spawns one task per client ([`conn::handle`]).
-//! 2. The task asks [`balancer::pick`] for the best node of a lock-free snapshot.
+//! 2. The task loads the service's [`upstream::Upstream`] (settings, nodes and strategy, one
+//!    lock-free snapshot) and asks it for the best node ([`balancer::pick`]).
 //! 3. [`connect`] tries it with the connect timeout; a failure is counted on that node and the
 //!    next-best untried node is tried, at most `retries` more times. A local failure (out of
 //!    descriptors or ports) is neither counted on the node nor retried.
@@ -71,6 +73,7 @@ pub mod shutdown;
 pub mod splice;
 pub mod state;
 pub mod throttle;
+pub mod upstream;
 
 pub use config::Config;
 

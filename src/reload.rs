@@ -16,6 +16,7 @@ use std::sync::Arc;
 use crate::config::{Config, NodeAddr};
 use crate::node::{Node, NodeSet};
 use crate::state::Shared;
+use crate::upstream::{Settings, Upstream};
 
 /// How a new node list relates to the old one, by index.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -50,7 +51,8 @@ pub fn apply(shared: &Shared, mut new: Config, start_probe: impl Fn(Arc<Node>)) 
     }
     let old = shared.config();
     keep_fixed(&old, &mut new);
-    let current = shared.nodes();
+    let upstream = shared.upstream();
+    let current = &upstream.nodes;
     let old_addrs: Vec<&NodeAddr> = current.nodes.iter().map(|n| &n.address).collect();
     let new_addrs: Vec<&NodeAddr> = new.nodes.iter().map(|n| &n.address).collect();
     let d = diff(&old_addrs, &new_addrs);
@@ -88,7 +90,13 @@ pub fn apply(shared: &Shared, mut new: Config, start_probe: impl Fn(Arc<Node>)) 
             retired.push(Arc::clone(node));
         }
     }
-    shared.replace(new, NodeSet::from_parts(nodes, retired, &current));
+    let nodes = NodeSet::from_parts(nodes, retired, current);
+    let upstream = Upstream {
+        settings: Settings::of(&new),
+        nodes,
+        strategy: upstream.strategy,
+    };
+    shared.replace(new, upstream);
     tracing::info!(
         kept = d.kept.len(),
         added = d.added.len(),

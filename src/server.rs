@@ -73,7 +73,7 @@ pub async fn serve(
     let start_probe = |node| {
         probes.spawn(health::run(node, Arc::clone(&shared), stop_probes.clone()));
     };
-    for node in &shared.nodes().nodes {
+    for node in &shared.upstream().nodes.nodes {
         start_probe(Arc::clone(node));
     }
 
@@ -108,7 +108,7 @@ pub async fn serve(
     connections.close();
     probes.close();
 
-    let drain = shared.config().timeouts.drain;
+    let drain = shared.upstream().settings.timeouts.drain;
     let open = connections.len();
     tracing::info!(open, drain = %show_duration(drain), "stopped accepting; draining");
     if tokio::time::timeout(drain, connections.wait())
@@ -207,7 +207,7 @@ async fn every_second(shared: &Shared) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        for node in &shared.nodes().nodes {
+        for node in &shared.upstream().nodes.nodes {
             node.stats.sample();
         }
         let more = shared.client_failures.take_suppressed();

@@ -1,6 +1,7 @@
-//! The state every part of a running tierlb shares: the configuration and node set in
-//! force, the listener's counters and the bound address. Readers take a snapshot with one
-//! atomic load and never lock; a reload swaps the snapshots.
+//! The state every part of a running tierlb shares: the service's upstream (settings, node
+//! set and strategy, one snapshot), the configuration in force for what is not the
+//! service's (the admin endpoint's token and hosts), the listener's counters and the bound
+//! address. Readers take a snapshot with one atomic load and never lock; a reload swaps them.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
@@ -10,15 +11,15 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::metrics::{ListenerStats, ProcessStats};
-use crate::node::NodeSet;
 use crate::throttle::Throttle;
+use crate::upstream::Upstream;
 
 /// State shared by the accept loop, connection tasks and probes. Readers take a snapshot with
 /// one atomic load and never lock.
 #[derive(Debug)]
 pub struct Shared {
     config: ArcSwap<Config>,
-    nodes: ArcSwap<NodeSet>,
+    upstream: ArcSwap<Upstream>,
     /// Grows by one per client: seeds the random draws of the pick in large node sets.
     pub next_pick: AtomicUsize,
     /// Client-visible failures, for rate-limited logging.
@@ -36,10 +37,9 @@ pub struct Shared {
 impl Shared {
     /// Shared state for `config` served on `bound`, every node new (up, on probation).
     pub fn new(config: Config, bound: SocketAddr) -> Arc<Shared> {
-        let nodes = NodeSet::new(&config.nodes, config.health.rise, config.health.fall);
         Arc::new(Shared {
+            upstream: ArcSwap::from_pointee(Upstream::new(&config)),
             config: ArcSwap::from_pointee(config),
-            nodes: ArcSwap::from_pointee(nodes),
             next_pick: AtomicUsize::new(0),
             client_failures: Throttle::default(),
             process: ProcessStats::default(),
@@ -49,9 +49,10 @@ impl Shared {
         })
     }
 
-    /// Puts a reloaded configuration and its node set in force (the reload module builds them).
-    pub fn replace(&self, config: Config, nodes: NodeSet) {
-        self.nodes.store(Arc::new(nodes));
+    /// Puts a reloaded configuration and its upstream in force (the reload module builds
+    /// them). Connections and probes read only the upstream, which is swapped whole.
+    pub fn replace(&self, config: Config, upstream: Upstream) {
+        self.upstream.store(Arc::new(upstream));
         self.config.store(Arc::new(config));
     }
 
@@ -60,8 +61,8 @@ impl Shared {
         self.config.load_full()
     }
 
-    /// The nodes in service.
-    pub fn nodes(&self) -> Arc<NodeSet> {
-        self.nodes.load_full()
+    /// The service's upstream: settings, nodes and strategy.
+    pub fn upstream(&self) -> Arc<Upstream> {
+        self.upstream.load_full()
     }
 }

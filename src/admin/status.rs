@@ -24,7 +24,8 @@ fn seconds_since(at: SystemTime) -> u64 {
     reason = "json! unwraps serde_json::to_value, which cannot fail for numbers, strings and Values"
 )]
 pub fn status_json(shared: &Shared) -> Value {
-    let nodes = shared.nodes();
+    let upstream = shared.upstream();
+    let nodes = &upstream.nodes;
     let l = &shared.listener;
     json!({
         "version": env!("CARGO_PKG_VERSION"),

@@ -46,7 +46,7 @@ impl Set {
     }
 
     fn pick(&mut self, seed: usize, tried: &[usize]) -> Option<usize> {
-        let i = pick(&self.nodes, self.vtime, seed, tried)?;
+        let i = least_connections(&self.nodes, self.vtime, seed, tried)?;
         let node = &mut self.nodes[i];
         (node.pass, self.vtime) = advance(node.pass, self.vtime, node.weight);
         Some(i)
@@ -228,7 +228,7 @@ fn least_loaded_wins_whatever_the_rotation() {
     n[1].active = 1;
     n[2].active = 3;
     for seed in 0..3 {
-        assert_eq!(pick(&n, 0, seed, &[]), Some(1));
+        assert_eq!(least_connections(&n, 0, seed, &[]), Some(1));
     }
 }
 
@@ -238,21 +238,25 @@ fn down_nodes_only_when_no_up_node_is_left() {
     n[0].up = false;
     n[1].active = 100;
     assert_eq!(
-        pick(&n, 0, 0, &[]),
+        least_connections(&n, 0, 0, &[]),
         Some(1),
         "a busy up node beats an idle down one"
     );
-    assert_eq!(pick(&n, 0, 0, &[1]), Some(0), "then the down node is tried");
-    assert_eq!(pick(&n, 0, 0, &[0, 1]), None);
+    assert_eq!(
+        least_connections(&n, 0, 0, &[1]),
+        Some(0),
+        "then the down node is tried"
+    );
+    assert_eq!(least_connections(&n, 0, 0, &[0, 1]), None);
 }
 
 #[test]
 fn full_and_tried_nodes_are_skipped() {
     let mut n = nodes(&[1, 1]);
     n[0].full = true;
-    assert_eq!(pick(&n, 0, 0, &[]), Some(1));
-    assert_eq!(pick(&n, 0, 0, &[1]), None);
-    assert_eq!(pick::<Fake>(&[], 0, 0, &[]), None);
+    assert_eq!(least_connections(&n, 0, 0, &[]), Some(1));
+    assert_eq!(least_connections(&n, 0, 0, &[1]), None);
+    assert_eq!(least_connections::<Fake>(&[], 0, 0, &[]), None);
 }
 
 #[test]
@@ -287,10 +291,10 @@ fn large_mostly_down_set_still_finds_the_up_node() {
     n[321].up = true;
     n[321].active = 1000;
     for seed in 0..50 {
-        assert_eq!(pick(&n, 0, seed, &[]), Some(321));
+        assert_eq!(least_connections(&n, 0, seed, &[]), Some(321));
     }
     assert_ne!(
-        pick(&n, 0, 0, &[321]),
+        least_connections(&n, 0, 0, &[321]),
         Some(321),
         "a tried node is never picked again"
     );
@@ -302,8 +306,16 @@ fn retry_order_is_next_best() {
     n[0].active = 2;
     n[1].active = 0;
     n[2].active = 1;
-    let first = pick(&n, 0, 0, &[]).expect("node");
-    let second = pick(&n, 0, 0, &[first]).expect("node");
-    let third = pick(&n, 0, 0, &[first, second]).expect("node");
+    let first = least_connections(&n, 0, 0, &[]).expect("node");
+    let second = least_connections(&n, 0, 0, &[first]).expect("node");
+    let third = least_connections(&n, 0, 0, &[first, second]).expect("node");
     assert_eq!([first, second, third], [1, 2, 0]);
+}
+
+#[test]
+fn the_strategy_is_least_connections() {
+    let mut n = nodes(&[1, 1]);
+    n[0].active = 3;
+    let key = Key { seed: 7 };
+    assert_eq!(pick(Strategy::LeastConnections, &n, 0, key, &[]), Some(1));
 }

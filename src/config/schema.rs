@@ -11,8 +11,8 @@ use super::address::parse_listen;
 use super::walk::{Section, Span, Walk};
 use super::{
     duration, AdminConfig, Config, ConfigError, HealthConfig, NodeAddr, NodeConfig, Overrides,
-    Timeouts, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_FALL, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_INTERVAL, DEFAULT_PROBE_TIMEOUT, DEFAULT_RETRIES, DEFAULT_RISE,
+    Timeouts, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DNS_TTL, DEFAULT_DRAIN_TIMEOUT, DEFAULT_FALL,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_PROBE_TIMEOUT, DEFAULT_RETRIES, DEFAULT_RISE,
 };
 
 /// Most runtime threads: far more than any machine's cores, far fewer than would exhaust it.
@@ -20,10 +20,11 @@ const MAX_THREADS: u32 = 1024;
 /// Largest `rise` or `fall`: the health counters are 16-bit.
 const MAX_RISE_FALL: u32 = u16::MAX as u32;
 
-const TOP_KEYS: [&str; 8] = [
+const TOP_KEYS: [&str; 9] = [
     "listen",
     "nodes",
     "retries",
+    "dns_ttl",
     "max_connections",
     "threads",
     "health",
@@ -63,6 +64,7 @@ pub(super) fn read(text: &str, path: &str, overrides: &Overrides) -> Result<Conf
     let health = health(&mut walk, &top);
     let timeouts = timeouts(&mut walk, &top);
     let retries = walk.count(&top, "retries", 0, u32::MAX);
+    let dns_ttl = walk.duration(&top, "dns_ttl", true).map(|(d, _)| d);
     let max_connections = walk.count(&top, "max_connections", 1, u32::MAX);
     let threads = walk.count(&top, "threads", 1, MAX_THREADS);
     let admin = admin(&mut walk, &top, overrides);
@@ -76,6 +78,7 @@ pub(super) fn read(text: &str, path: &str, overrides: &Overrides) -> Result<Conf
         health,
         timeouts,
         retries: retries.unwrap_or(DEFAULT_RETRIES),
+        dns_ttl: dns_ttl.unwrap_or(DEFAULT_DNS_TTL),
         max_connections,
         threads: threads.map_or_else(default_threads, |t| t as usize),
         admin,

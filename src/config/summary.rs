@@ -57,6 +57,7 @@ impl Config {
             .max_connections
             .map_or_else(|| "from the open-files limit".to_owned(), |m| m.to_string());
         let _ = writeln!(out, "retries {}\nmax_connections {limit}", self.retries);
+        let _ = writeln!(out, "dns_ttl {}", show(self.dns_ttl));
         let _ = writeln!(out, "threads {}", self.threads);
         for warning in &self.warnings {
             let _ = writeln!(out, "warning: {warning}");

@@ -1,0 +1,68 @@
+//! One service's upstream as its connections and probes see it: the settings they read, the
+//! node set and the balancing strategy, in ONE snapshot that a reload swaps whole. A reader
+//! loads it once per connection (or probe) and so never sees new settings with an old node
+//! set, or the other way round.
+
+use std::time::Duration;
+
+use crate::balancer::{self, Key, Strategy};
+use crate::config::{Config, HealthConfig, Timeouts};
+use crate::node::NodeSet;
+
+/// The settings of one service that connections and probes read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Extra connect attempts after the first, each on another node.
+    pub retries: u32,
+    /// Connect, idle and drain timeouts.
+    pub timeouts: Timeouts,
+    /// Probe settings.
+    pub health: HealthConfig,
+    /// How long a node name's addresses are kept before it is looked up again.
+    pub dns_ttl: Duration,
+}
+
+impl Settings {
+    /// The settings `config` gives its service.
+    pub fn of(config: &Config) -> Settings {
+        Settings {
+            retries: config.retries,
+            timeouts: config.timeouts,
+            health: config.health.clone(),
+            dns_ttl: config.dns_ttl,
+        }
+    }
+}
+
+/// One service's settings, nodes and strategy.
+#[derive(Debug)]
+pub struct Upstream {
+    /// What connections and probes read.
+    pub settings: Settings,
+    /// The nodes in service (and those a reload removed that still drain).
+    pub nodes: NodeSet,
+    /// How a node is picked.
+    pub strategy: Strategy,
+}
+
+impl Upstream {
+    /// The upstream for `config`, every node new (up, on probation).
+    pub fn new(config: &Config) -> Upstream {
+        Upstream {
+            settings: Settings::of(config),
+            nodes: NodeSet::new(&config.nodes, config.health.rise, config.health.fall),
+            strategy: Strategy::LeastConnections,
+        }
+    }
+
+    /// The index of the best node to try next for a client with `key`, skipping `tried`.
+    pub fn pick(&self, key: Key, tried: &[usize]) -> Option<usize> {
+        balancer::pick(
+            self.strategy,
+            &self.nodes.nodes,
+            self.nodes.vtime(),
+            key,
+            tried,
+        )
+    }
+}
