@@ -72,13 +72,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
-    let upstream = shared.upstream();
+    let upstream = shared.service.upstream();
     let nodes = &upstream.nodes;
     let text = metrics::render(
         &nodes.nodes,
-        &shared.listener,
+        &shared.service.listener,
         &shared.process,
-        &shared.bound.to_string(),
+        &shared.service.bound.to_string(),
     );
     (
         [(
@@ -111,7 +111,7 @@ fn set_drained(
     if let Some(refusal) = guard::refusal(&shared, &headers) {
         return refusal;
     }
-    let upstream = shared.upstream();
+    let upstream = shared.service.upstream();
     let nodes = &upstream.nodes;
     match nodes.find(&address) {
         Some(node) => {

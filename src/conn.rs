@@ -13,8 +13,8 @@ use crate::balancer::Key;
 use crate::connect::{self, AttemptError, Attempts, ConnectError, Connected};
 use crate::metrics::ActiveClient;
 use crate::node::{FailureKind, Node, NodeSet, Observation, Source};
+use crate::service::Service;
 use crate::splice::{self, End, NodeEnd, Outcome, Side};
-use crate::state::Shared;
 
 /// Serves one client: connect to a node (with retries), splice, count and log the end. The
 /// permit (if any), the node slot and the listener's active count are released when this
@@ -22,14 +22,14 @@ use crate::state::Shared;
 pub async fn handle(
     mut client: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    service: Arc<Service>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let _active = ActiveClient::new(&shared.listener);
-    let upstream = shared.upstream();
+    let _active = ActiveClient::new(&service.listener);
+    let upstream = service.upstream();
     let settings = &upstream.settings;
     let key = Key {
-        seed: shared.next_pick.fetch_add(1, Ordering::Relaxed),
+        seed: service.next_pick.fetch_add(1, Ordering::Relaxed),
     };
     let mut attempts = Attempts::default();
     loop {
@@ -43,7 +43,7 @@ pub async fn handle(
             index,
         } = match connected {
             Ok(connected) => connected,
-            Err(error) => return failed(&shared, peer, &error),
+            Err(error) => return failed(&service, peer, &error),
         };
         // A node that drops a client within the connect timeout, before a byte moved either
         // way, has refused it as surely as a failed connect: the client is retried.
@@ -76,7 +76,7 @@ pub async fn handle(
             }
             end => {
                 let moved = (client_to_node, node_to_client);
-                return closed(&shared, peer, &node, moved, unanswered, &end);
+                return closed(&service, peer, &node, moved, unanswered, &end);
             }
         }
     }
@@ -94,9 +94,9 @@ fn verdict(nodes: &NodeSet, node: &Node, outcome: &Outcome) {
 }
 
 /// A client no node could take: counted, and logged unless too many fail this second.
-fn failed(shared: &Shared, peer: SocketAddr, error: &ConnectError) {
-    shared.listener.failed.fetch_add(1, Ordering::Relaxed);
-    if shared.client_failures.allow() {
+fn failed(service: &Service, peer: SocketAddr, error: &ConnectError) {
+    service.listener.failed.fetch_add(1, Ordering::Relaxed);
+    if service.client_failures.allow() {
         tracing::warn!(client = %peer, %error, "closing client: no node could take it");
     }
 }
@@ -104,7 +104,7 @@ fn failed(shared: &Shared, peer: SocketAddr, error: &ConnectError) {
 /// A spliced connection that ended, with the bytes it `moved` (client to node, node to
 /// client): logged at debug level, or as a failure when the node ended it without answering.
 fn closed(
-    shared: &Shared,
+    service: &Service,
     peer: SocketAddr,
     node: &Node,
     moved: (u64, u64),
@@ -112,8 +112,8 @@ fn closed(
     end: &End,
 ) {
     if let Some(how) = unanswered {
-        shared.listener.failed.fetch_add(1, Ordering::Relaxed);
-        if shared.client_failures.allow() {
+        service.listener.failed.fetch_add(1, Ordering::Relaxed);
+        if service.client_failures.allow() {
             tracing::warn!(client = %peer, node = %node.address, reason = how.reason(), "client failed: the node {} after the client's bytes were sent", how.reason());
         }
     }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connect::{self, AttemptError};
 use crate::node::{Node, Observation, Source};
-use crate::state::Shared;
+use crate::service::Service;
 use crate::upstream::Settings;
 
 /// Why a probe failed.
@@ -101,16 +101,16 @@ fn jittered(interval: Duration) -> Duration {
 /// Runs the probe loop of `node` until `stop` is cancelled or a reload removes the node. The
 /// first probe runs within the first tenth of an interval, so a new node's state is known
 /// quickly.
-pub async fn run(node: Arc<Node>, shared: Arc<Shared>, stop: CancellationToken) {
+pub async fn run(node: Arc<Node>, service: Arc<Service>, stop: CancellationToken) {
     tokio::select! {
-        () = probe_loop(&node, &shared) => {}
+        () = probe_loop(&node, &service) => {}
         () = stop.cancelled() => {}
         () = node.removed.cancelled() => {}
     }
 }
 
-async fn probe_loop(node: &Node, shared: &Shared) {
-    let first = shared
+async fn probe_loop(node: &Node, service: &Service) {
+    let first = service
         .upstream()
         .settings
         .health
@@ -119,7 +119,7 @@ async fn probe_loop(node: &Node, shared: &Shared) {
     let mut next = Instant::now() + first;
     loop {
         tokio::time::sleep_until(next).await;
-        let upstream = shared.upstream();
+        let upstream = service.upstream();
         let settings = &upstream.settings;
         // A probe that only connects proves the node listens; one that got the expected reply
         // proves it answers (see `Observation`).

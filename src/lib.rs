@@ -20,7 +20,9 @@
 //! - [`buffers`]: per-thread pools of copy buffers and pipes, held only while bytes move.
 //! - [`limits`]: the descriptor budget that sets the default connection limit.
 //! - [`state`]: what the accept loop, connections, probes and the admin endpoint share.
-//! - [`server`]: the accept loop, connection limit, per-connection tasks, drain.
+//! - [`service`]: one service's shared state (upstream, listener counters).
+//! - [`listener`]: a service's accept loop and connection limit.
+//! - [`server`]: wires the service, probes, reloads and the admin endpoint; drains.
 //! - [`health`]: the active probe loop of each node.
 //! - [`shutdown`]: the signals that stop and reload tierlb.
 //! - [`reload`]: the pure node-list diff and its application on SIGHUP.
@@ -31,7 +33,7 @@
 //!
 //! # How a connection flows
 //!
-//! 1. [`server`] takes a slot of the connection limit (from `max_connections` or the
+//! 1. [`listener`] takes a slot of the connection limit (from `max_connections` or the
 //!    descriptor budget) before accepting, so at the limit clients wait in the kernel's
 //!    accept queue; it accepts and spawns one task per client ([`conn::handle`]).
 //! 2. The task loads the service's [`upstream::Upstream`] (settings, nodes and strategy, one
@@ -64,11 +66,13 @@ pub mod conn;
 pub mod connect;
 pub mod health;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod reload;
 pub mod server;
+pub mod service;
 pub mod shutdown;
 pub mod splice;
 pub mod state;

@@ -51,7 +51,7 @@ pub fn apply(shared: &Shared, mut new: Config, start_probe: impl Fn(Arc<Node>)) 
     }
     let old = shared.config();
     keep_fixed(&old, &mut new);
-    let upstream = shared.upstream();
+    let upstream = shared.service.upstream();
     let current = &upstream.nodes;
     let old_addrs: Vec<&NodeAddr> = current.nodes.iter().map(|n| &n.address).collect();
     let new_addrs: Vec<&NodeAddr> = new.nodes.iter().map(|n| &n.address).collect();
@@ -96,7 +96,8 @@ pub fn apply(shared: &Shared, mut new: Config, start_probe: impl Fn(Arc<Node>)) 
         nodes,
         strategy: upstream.strategy,
     };
-    shared.replace(new, upstream);
+    shared.service.set_upstream(upstream);
+    shared.set_config(new);
     tracing::info!(
         kept = d.kept.len(),
         added = d.added.len(),

@@ -24,13 +24,13 @@ fn seconds_since(at: SystemTime) -> u64 {
     reason = "json! unwraps serde_json::to_value, which cannot fail for numbers, strings and Values"
 )]
 pub fn status_json(shared: &Shared) -> Value {
-    let upstream = shared.upstream();
+    let upstream = shared.service.upstream();
     let nodes = &upstream.nodes;
-    let l = &shared.listener;
+    let l = &shared.service.listener;
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": seconds_since(shared.started),
-        "listen": shared.bound.to_string(),
+        "listen": shared.service.bound.to_string(),
         "listener": {
             "accepted": l.accepted.load(Relaxed),
             "rejected": l.rejected.load(Relaxed),

@@ -1,0 +1,198 @@
+//! A service's listener: the accept loop, the connection limit taken before each accept (so
+//! at the limit clients wait in the kernel's accept queue), one `conn` task per client, and
+//! one log line at each end of an episode at the limit or out of descriptors.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::show_duration;
+use crate::limits::Budget;
+use crate::service::Service;
+use crate::{conn, net};
+
+/// Longest pause of the accept loop while out of descriptors or memory.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// First pause of the accept loop while out of descriptors or memory.
+const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// One stretch of time in a condition worth one log line at each end (at the connection
+/// limit, out of descriptors), with the number of events during it. It ends only after a
+/// quiet second, so a limit that is reached again and again under load is one episode.
+#[derive(Default)]
+struct Episode {
+    /// When it started, when the last event was, and how many there were.
+    state: Option<(std::time::Instant, std::time::Instant, u64)>,
+}
+
+/// How long an episode must go without an event to be over.
+const EPISODE_QUIET: Duration = Duration::from_secs(1);
+
+impl Episode {
+    /// Counts one event; calls `log` if this starts the episode.
+    fn begin(&mut self, log: impl FnOnce()) {
+        let now = std::time::Instant::now();
+        match &mut self.state {
+            Some((_, last, count)) => {
+                *last = now;
+                *count += 1;
+            }
+            None => {
+                log();
+                self.state = Some((now, now, 1));
+            }
+        }
+    }
+
+    /// Notes that the condition still held just now (a wait ended), without counting.
+    fn touch(&mut self) {
+        if let Some((_, last, _)) = &mut self.state {
+            *last = std::time::Instant::now();
+        }
+    }
+
+    /// Ends the episode if one is running and has been quiet for a second, calling `log`
+    /// with its event count and length.
+    fn end(&mut self, log: impl FnOnce(u64, &str)) {
+        if let Some((started, last, count)) = self.state {
+            if last.elapsed() >= EPISODE_QUIET {
+                self.state = None;
+                let lasted = Duration::from_millis(started.elapsed().as_millis() as u64);
+                log(count, &show_duration(lasted));
+            }
+        }
+    }
+}
+
+/// The listener's connection limit: `max_connections` if set, and never more than the
+/// descriptor budget allows (see [`crate::limits`]).
+pub fn connection_limit(configured: Option<u32>, budget: &Budget) -> Arc<Semaphore> {
+    let limit = match configured {
+        Some(max) if max > budget.clients => {
+            tracing::warn!(
+                max_connections = max,
+                allowed = budget.clients,
+                nofile = budget.nofile,
+                "max_connections is more than the open-files limit allows; using {}: raise the limit (ulimit -n, LimitNOFILE=) to allow more",
+                budget.clients
+            );
+            budget.clients
+        }
+        Some(max) => max,
+        None => budget.clients,
+    };
+    tracing::info!(
+        nofile = budget.nofile,
+        max_connections = limit,
+        "at most {limit} clients at once; more wait in the accept queue"
+    );
+    Arc::new(Semaphore::new(limit as usize))
+}
+
+/// Accepts clients until `shutdown`, one task each. Never gives up: out of descriptors or
+/// memory, it backs off (doubling up to a second) and tries again; the kernel's backlog holds
+/// waiting clients meanwhile, as it does while the connection limit is reached. Each such
+/// episode is logged twice, when it starts and when it ends (with how long and how many),
+/// never once per client.
+pub async fn accept_loop(
+    listener: &TcpListener,
+    service: &Arc<Service>,
+    limit: Arc<Semaphore>,
+    connections: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    let mut backoff = MIN_ACCEPT_BACKOFF;
+    let mut at_limit = Episode::default();
+    let mut exhausted = Episode::default();
+    loop {
+        // The slot is taken before accept(): at the limit, clients wait in the backlog.
+        let permit = match Arc::clone(&limit).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                at_limit.begin(|| {
+                    tracing::warn!(
+                        "connection limit reached: new clients wait in the accept queue until a connection closes"
+                    );
+                });
+                let permit = tokio::select! {
+                    permit = Arc::clone(&limit).acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => return,
+                    },
+                    () = shutdown.cancelled() => return,
+                };
+                // The episode lasted at least until this wait ended.
+                at_limit.touch();
+                permit
+            }
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((client, peer)) => {
+                service.listener.accepted.fetch_add(1, Ordering::Relaxed);
+                exhausted.end(|count, lasted| {
+                    tracing::info!(
+                        failed_accepts = count,
+                        "accepting again after {lasted} out of resources"
+                    );
+                });
+                if limit.available_permits() > 0 {
+                    at_limit.end(|count, lasted| {
+                        tracing::info!(
+                            waited = count,
+                            "below the connection limit again after {lasted}"
+                        );
+                    });
+                }
+                backoff = MIN_ACCEPT_BACKOFF;
+                if let Err(e) = net::prepare_client(&client) {
+                    tracing::debug!(client = %peer, error = %e, "cannot set TCP_NODELAY");
+                }
+                let span = tracing::debug_span!("conn", client = %peer);
+                connections.spawn(
+                    conn::handle(client, peer, Arc::clone(service), permit).instrument(span),
+                );
+            }
+            Err(e) if net::is_resource_exhaustion(&e) => {
+                service.listener.rejected.fetch_add(1, Ordering::Relaxed);
+                exhausted.begin(|| {
+                    tracing::warn!(error = %e, "cannot accept: out of resources; backing off until some are freed");
+                });
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+            }
+            // The client went away between SYN and accept: nothing to do.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                tracing::debug!(error = %e, "accept: client gone");
+            }
+            // Anything else is unexpected: log it and pause briefly so it cannot spin.
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::select! {
+                    () = tokio::time::sleep(MIN_ACCEPT_BACKOFF) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}

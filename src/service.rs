@@ -1,0 +1,51 @@
+//! One service's shared state: the upstream snapshot its connections read, its listener's
+//! counters, the rate limit of its failure lines. (Its accept loop is in `listener`, which
+//! spawns `conn` tasks that read this: keeping the two apart keeps `conn` below both.)
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::metrics::ListenerStats;
+use crate::throttle::Throttle;
+use crate::upstream::Upstream;
+
+/// One service's shared state. Readers take the upstream with one atomic load and never lock.
+#[derive(Debug)]
+pub struct Service {
+    /// The address the listener is bound to (the configured one may say port 0).
+    pub bound: SocketAddr,
+    upstream: ArcSwap<Upstream>,
+    /// Listener counters.
+    pub listener: ListenerStats,
+    /// Client-visible failures, for rate-limited logging.
+    pub client_failures: Throttle,
+    /// Grows by one per client: seeds the random draws of the pick in large node sets.
+    pub next_pick: AtomicUsize,
+}
+
+impl Service {
+    /// The service for `config` served on `bound`, every node new (up, on probation).
+    pub fn new(config: &Config, bound: SocketAddr) -> Service {
+        Service {
+            bound,
+            upstream: ArcSwap::from_pointee(Upstream::new(config)),
+            listener: ListenerStats::default(),
+            client_failures: Throttle::default(),
+            next_pick: AtomicUsize::new(0),
+        }
+    }
+
+    /// Its upstream: settings, nodes and strategy, as one snapshot.
+    pub fn upstream(&self) -> Arc<Upstream> {
+        self.upstream.load_full()
+    }
+
+    /// Puts a reloaded upstream in force, whole.
+    pub fn set_upstream(&self, upstream: Upstream) {
+        self.upstream.store(Arc::new(upstream));
+    }
+}
