@@ -29,10 +29,6 @@ mod guard;
 mod serve;
 mod status;
 
-pub use status::status_json;
-
-pub use serve::HEADER_TIMEOUT;
-
 /// Binds `addr` now (so a taken port fails start-up), then serves on a dedicated thread until
 /// `stop` is cancelled, with at most `max_connections` admin connections at once.
 pub fn start(

@@ -165,11 +165,6 @@ impl Attempts {
         self.tried.push(index);
         self.last = Some(Box::new((node.address.clone(), error)));
     }
-
-    /// Attempts made so far.
-    pub fn made(&self) -> u32 {
-        self.made
-    }
 }
 
 /// Connects the client with `key` to the best node of `upstream`, retrying up to its

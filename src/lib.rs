@@ -54,30 +54,34 @@
 //! one (which drives retries and health); only `main` turns them into `anyhow` chains for the
 //! operator.
 
+//! Modules are `pub` where `main`, the tests or the benches need them (the command line, the
+//! config, the server, the pick and the node set, socket set-up, limits and signals), and
+//! crate-internal otherwise.
+
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod balancer;
-pub mod buffers;
+pub(crate) mod buffers;
 pub mod cli;
 pub mod config;
-pub mod conn;
-pub mod connect;
-pub mod health;
+pub(crate) mod conn;
+pub(crate) mod connect;
+pub(crate) mod health;
 pub mod limits;
-pub mod listener;
-pub mod metrics;
+pub(crate) mod listener;
+pub(crate) mod metrics;
 pub mod net;
 pub mod node;
-pub mod reload;
+pub(crate) mod reload;
 pub mod server;
-pub mod service;
+pub(crate) mod service;
 pub mod shutdown;
-pub mod splice;
-pub mod state;
-pub mod throttle;
-pub mod upstream;
+pub(crate) mod splice;
+pub(crate) mod state;
+pub(crate) mod throttle;
+pub(crate) mod upstream;
 
 pub use config::Config;
 
