@@ -68,22 +68,40 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
-    let upstream = shared.service.upstream();
-    let nodes = &upstream.nodes;
-    let text = metrics::render(
-        &nodes.nodes,
-        &shared.service.listener,
-        &shared.process,
-        &shared.service.bound.to_string(),
-    );
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    use std::sync::atomic::Ordering::Relaxed;
+    let service = &shared.service;
+    let (l, p) = (&service.listener, &shared.process);
+    let scrape = metrics::Scrape {
+        service: "default".to_owned(),
+        listen: service.bound.to_string(),
+        nodes: service.upstream().nodes.nodes.clone(),
+        listener: [
+            l.accepted.load(Relaxed),
+            l.rejected.load(Relaxed),
+            l.failed.load(Relaxed),
+            l.active.load(Relaxed),
+        ],
+        process: [
+            p.reloads_ok.load(Relaxed),
+            p.reloads_failed.load(Relaxed),
+            p.admin_rejected.load(Relaxed),
+        ],
+    };
+    match metrics::render(scrape) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot render the metrics\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Json<Value> {

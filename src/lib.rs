@@ -53,7 +53,7 @@
 //! Library modules return `thiserror` enums, so callers can tell a node's fault from a local
 //! one (which drives retries and health); only `main` turns them into `anyhow` chains for the
 //! operator.
-
+//!
 //! Modules are `pub` where `main`, the tests or the benches need them (the command line, the
 //! config, the server, the pick and the node set, socket set-up, limits and signals), and
 //! crate-internal otherwise.

@@ -1,6 +1,6 @@
 //! Metric names, the listener's and the process's counters, and the Prometheus text
-//! rendering of everything (the nodes' own counters live with them, in
-//! [`crate::node::NodeStats`]).
+//! rendering of everything through `prometheus-client` (the nodes' own counters live with
+//! them, in [`crate::node::NodeStats`]).
 //!
 //! Every metric name is a constant below, following Prometheus naming: a `tierlb_` prefix,
 //! base units (seconds, bytes) in the name, `_total` on counters. To add a metric: add its
@@ -31,7 +31,7 @@ pub const NODE_SENT_BYTES: &str = "tierlb_node_sent_bytes_total";
 pub const NODE_RECEIVED_BYTES: &str = "tierlb_node_received_bytes_total";
 /// Health state changes of the node, by new state.
 pub const NODE_TRANSITIONS: &str = "tierlb_node_health_transitions_total";
-/// Time to connect to the node (successful connects), as a summary.
+/// Time to connect to the node (successful connects), as a histogram.
 pub const NODE_CONNECT_LATENCY: &str = "tierlb_node_connect_latency_seconds";
 /// Clients accepted.
 pub const LISTENER_ACCEPTED: &str = "tierlb_listener_accepted_total";
@@ -93,4 +93,4 @@ impl Drop for ActiveClient<'_> {
 
 mod render;
 
-pub use render::render;
+pub use render::{render, Scrape};

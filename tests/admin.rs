@@ -74,7 +74,7 @@ async fn metrics_count_exactly_and_pass_promtool() {
     let (code, text) = http(s.admin, "GET", "/metrics", &[]).await;
     assert_eq!(code, 200);
     for (name, node) in [("node1", addrs[0]), ("node2", addrs[1]), ("node3", killed)] {
-        let label = format!("{{node=\"{node}\"}}");
+        let label = format!("{{service=\"default\",node=\"{node}\"}}");
         let want = served.get(name).copied().unwrap_or(0) as f64;
         assert_eq!(
             metric(&text, &format!("tierlb_node_connections_total{label}")),
@@ -102,7 +102,7 @@ async fn metrics_count_exactly_and_pass_promtool() {
             "{name} up"
         );
     }
-    let listener = format!("{{listener=\"{}\"}}", s.tierlb.addr);
+    let listener = format!("{{service=\"default\",listener=\"{}\"}}", s.tierlb.addr);
     assert_eq!(
         metric(&text, &format!("tierlb_listener_accepted_total{listener}")),
         Some(7.0)
@@ -121,14 +121,38 @@ async fn metrics_count_exactly_and_pass_promtool() {
     assert_eq!(
         metric(
             &text,
-            &format!("tierlb_node_health_transitions_total{{node=\"{killed}\",to=\"down\"}}")
+            &format!(
+                "tierlb_node_health_transitions_total{{service=\"default\",node=\"{killed}\",to=\"down\"}}"
+            )
         ),
         Some(1.0)
     );
-    assert!(
-        text.contains("tierlb_node_connect_latency_seconds{node="),
-        "{text}"
-    );
+    // Connect latency is a histogram: cumulative buckets, +Inf and _count equal to the
+    // successful connects.
+    assert!(text.contains("# TYPE tierlb_node_connect_latency_seconds histogram"));
+    for node in [addrs[0], addrs[1]] {
+        let prefix = format!(
+            "tierlb_node_connect_latency_seconds_bucket{{service=\"default\",node=\"{node}\",le="
+        );
+        let buckets: Vec<f64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|rest| rest.rsplit(' ').next()?.parse().ok())
+            .collect();
+        assert!(buckets.len() > 5, "{text}");
+        assert!(
+            buckets.windows(2).all(|w| w[0] <= w[1]),
+            "cumulative: {buckets:?}"
+        );
+        let labels = format!("{{service=\"default\",node=\"{node}\"}}");
+        let count = metric(
+            &text,
+            &format!("tierlb_node_connect_latency_seconds_count{labels}"),
+        );
+        let connects = metric(&text, &format!("tierlb_node_connections_total{labels}"));
+        assert_eq!(count, connects, "_count is the successful connects");
+        assert_eq!(buckets.last().copied(), connects, "+Inf holds them all");
+    }
 
     assert_eq!(
         metric(
@@ -196,7 +220,7 @@ async fn status_json_agrees_with_metrics_and_the_page_shows_the_nodes() {
     assert_eq!(nodes.len(), 3);
     for node in nodes {
         let address = node["address"].as_str().expect("address");
-        let label = format!("{{node=\"{address}\"}}");
+        let label = format!("{{service=\"default\",node=\"{address}\"}}");
         assert_eq!(
             node["connections"].as_f64(),
             metric(&text, &format!("tierlb_node_connections_total{label}")),
@@ -287,7 +311,10 @@ async fn drain_through_the_api_needs_the_token() {
     assert_eq!(code, 403, "wrong token");
     let (_, text) = http(s.admin, "GET", "/metrics", &[]).await;
     assert_eq!(
-        metric(&text, &format!("tierlb_node_drained{{node=\"{node1}\"}}")),
+        metric(
+            &text,
+            &format!("tierlb_node_drained{{service=\"default\",node=\"{node1}\"}}")
+        ),
         Some(0.0),
         "nothing changed"
     );

@@ -1,251 +1,286 @@
-//! The Prometheus text exposition of every metric (format version 0.0.4).
+//! The Prometheus text exposition (format 0.0.4) of every metric, through `prometheus-client`:
+//! one collector reads the counters at scrape time (the data path only bumps atomics) and
+//! encodes them with typed label sets. Every node family has `service` and `node` labels,
+//! every listener family `service` and `listener`. Connect latency is a histogram, so the
+//! series of several instances can be summed; its buckets come from the node's hdrhistogram.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
 use super::{
-    ListenerStats, ProcessStats, ADMIN_REJECTED, BUILD_INFO, LISTENER_ACCEPTED, LISTENER_ACTIVE,
-    LISTENER_FAILED, LISTENER_REJECTED, NODE_ACTIVE, NODE_CONNECTIONS, NODE_CONNECT_FAILURES,
-    NODE_CONNECT_LATENCY, NODE_DRAINED, NODE_PROBE_FAILURES, NODE_RECEIVED_BYTES, NODE_RETRIES,
-    NODE_SENT_BYTES, NODE_TRANSITIONS, NODE_UP, RELOADS,
+    ADMIN_REJECTED, BUILD_INFO, LISTENER_ACCEPTED, LISTENER_ACTIVE, LISTENER_FAILED,
+    LISTENER_REJECTED, NODE_ACTIVE, NODE_CONNECTIONS, NODE_CONNECT_FAILURES, NODE_CONNECT_LATENCY,
+    NODE_DRAINED, NODE_PROBE_FAILURES, NODE_RECEIVED_BYTES, NODE_RETRIES, NODE_SENT_BYTES,
+    NODE_TRANSITIONS, NODE_UP, RELOADS,
 };
-use crate::node::FailureKind;
-use crate::node::Node;
+use crate::node::{FailureKind, Node};
 
-/// One value per node: a family with one sample per node and no other label.
-struct PerNode {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    value: fn(&Node) -> u64,
-}
-
-/// The per-node families without extra labels, in the order they are rendered.
-const PER_NODE: [PerNode; 8] = [
-    PerNode {
-        name: NODE_UP,
-        kind: "gauge",
-        help: "Whether the node is up (1) or down (0).",
-        value: |n| u64::from(n.is_up()),
-    },
-    PerNode {
-        name: NODE_DRAINED,
-        kind: "gauge",
-        help: "Whether an operator drained the node (1).",
-        value: |n| u64::from(n.is_drained()),
-    },
-    PerNode {
-        name: NODE_ACTIVE,
-        kind: "gauge",
-        help: "Connections open to the node.",
-        value: |n| u64::from(n.active()),
-    },
-    PerNode {
-        name: NODE_CONNECTIONS,
-        kind: "counter",
-        help: "Connections made to the node.",
-        value: |n| n.stats.connections.load(Ordering::Relaxed),
-    },
-    PerNode {
-        name: NODE_RETRIES,
-        kind: "counter",
-        help: "Connect attempts on the node that retried another node's failure.",
-        value: |n| n.stats.retries.load(Ordering::Relaxed),
-    },
-    PerNode {
-        name: NODE_PROBE_FAILURES,
-        kind: "counter",
-        help: "Probes of the node that failed.",
-        value: |n| n.stats.probe_failures.load(Ordering::Relaxed),
-    },
-    PerNode {
-        name: NODE_SENT_BYTES,
-        kind: "counter",
-        help: "Bytes from clients to the node, counted at close.",
-        value: |n| n.stats.sent_bytes.load(Ordering::Relaxed),
-    },
-    PerNode {
-        name: NODE_RECEIVED_BYTES,
-        kind: "counter",
-        help: "Bytes from the node to clients, counted at close.",
-        value: |n| n.stats.received_bytes.load(Ordering::Relaxed),
-    },
+/// Upper bounds (seconds) of the connect-latency histogram's buckets, +Inf implied.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0,
 ];
 
-/// Renders every metric in the Prometheus text exposition format (version 0.0.4).
-///
-/// `writeln!` into a `String` cannot fail, so its `fmt::Result` is ignored throughout.
-pub fn render(
-    nodes: &[Arc<Node>],
-    listener: &ListenerStats,
-    process: &ProcessStats,
-    listen: &str,
-) -> String {
-    let mut out = String::with_capacity(1024 + nodes.len() * 2048);
-    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    family(
-        &mut out,
-        BUILD_INFO,
-        "gauge",
-        "The running tierlb, by version.",
-    );
-    let _ = writeln!(
-        out,
-        "{BUILD_INFO}{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-    family(&mut out, RELOADS, "counter", "SIGHUP reloads, by result.");
-    let _ = writeln!(
-        out,
-        "{RELOADS}{{result=\"ok\"}} {}",
-        get(&process.reloads_ok)
-    );
-    let _ = writeln!(
-        out,
-        "{RELOADS}{{result=\"error\"}} {}",
-        get(&process.reloads_failed)
-    );
-    family(
-        &mut out,
-        ADMIN_REJECTED,
-        "counter",
-        "Admin connections closed at once: the admin endpoint was at its connection limit.",
-    );
-    let _ = writeln!(out, "{ADMIN_REJECTED} {}", get(&process.admin_rejected));
-    for family_of in &PER_NODE {
-        family(&mut out, family_of.name, family_of.kind, family_of.help);
-        for n in nodes {
-            sample(
-                &mut out,
-                family_of.name,
-                &n.address,
-                "",
-                (family_of.value)(n),
-            );
-        }
-    }
-    family(
-        &mut out,
-        NODE_CONNECT_FAILURES,
-        "counter",
-        "Failed connect attempts, by kind.",
-    );
-    for n in nodes {
-        for kind in FailureKind::ALL {
-            let labels = format!(",kind=\"{}\"", kind.label());
-            sample(
-                &mut out,
-                NODE_CONNECT_FAILURES,
-                &n.address,
-                &labels,
-                get(&n.stats.failures[kind.index()]),
-            );
-        }
-    }
-    family(
-        &mut out,
-        NODE_TRANSITIONS,
-        "counter",
-        "Health state changes, by new state.",
-    );
-    for n in nodes {
-        sample(
-            &mut out,
-            NODE_TRANSITIONS,
-            &n.address,
-            ",to=\"down\"",
-            get(&n.stats.went_down),
-        );
-        sample(
-            &mut out,
-            NODE_TRANSITIONS,
-            &n.address,
-            ",to=\"up\"",
-            get(&n.stats.went_up),
-        );
-    }
-    family(
-        &mut out,
-        NODE_CONNECT_LATENCY,
-        "summary",
-        "Time to connect to the node; quantile 1 is the maximum.",
-    );
-    for n in nodes {
-        let (quantiles, count) = n.stats.latency();
-        for (q, seconds) in quantiles {
-            let _ = writeln!(
-                out,
-                "{NODE_CONNECT_LATENCY}{{node=\"{}\",quantile=\"{q}\"}} {seconds}",
-                escape(&n.address.to_string())
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{NODE_CONNECT_LATENCY}_sum{{node=\"{}\"}} {}",
-            escape(&n.address.to_string()),
-            n.stats.latency_sum_seconds()
-        );
-        let _ = writeln!(
-            out,
-            "{NODE_CONNECT_LATENCY}_count{{node=\"{}\"}} {count}",
-            escape(&n.address.to_string())
-        );
-    }
-    let listener_metrics: [(&str, &str, &str, &AtomicU64); 4] = [
-        (
-            LISTENER_ACCEPTED,
-            "counter",
-            "Clients accepted.",
-            &listener.accepted,
-        ),
-        (
-            LISTENER_REJECTED,
-            "counter",
-            "Failed accept() calls (the client waits in the backlog).",
-            &listener.rejected,
-        ),
-        (
-            LISTENER_FAILED,
-            "counter",
-            "Clients closed because no node could take them.",
-            &listener.failed,
-        ),
-        (
-            LISTENER_ACTIVE,
-            "gauge",
-            "Client connections open.",
-            &listener.active,
-        ),
-    ];
-    for (name, kind, help, value) in listener_metrics {
-        family(&mut out, name, kind, help);
-        let _ = writeln!(
-            out,
-            "{name}{{listener=\"{}\"}} {}",
-            escape(listen),
-            get(value)
-        );
-    }
-    out
+/// What one scrape reports: the values are read now, the nodes' counters while encoding.
+#[derive(Debug)]
+pub struct Scrape {
+    /// The service's name.
+    pub service: String,
+    /// The address its listener is bound to.
+    pub listen: String,
+    /// Its nodes in service.
+    pub nodes: Vec<Arc<Node>>,
+    /// Listener counters: accepted, rejected, failed, active.
+    pub listener: [u64; 4],
+    /// Reloads put in force and refused, admin connections rejected.
+    pub process: [u64; 3],
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// Renders a scrape in the Prometheus text format (version 0.0.4).
+pub fn render(scrape: Scrape) -> Result<String, fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(scrape));
+    let mut out = String::with_capacity(4096);
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
+    Ok(out)
 }
 
-fn sample(out: &mut String, name: &str, node: &impl std::fmt::Display, labels: &str, value: u64) {
-    let _ = writeln!(
-        out,
-        "{name}{{node=\"{}\"{labels}}} {value}",
-        escape(&node.to_string())
-    );
+/// A counter's family name as prometheus-client wants it: without `_total`, which it adds.
+fn counter_name(name: &str) -> &str {
+    name.strip_suffix("_total").unwrap_or(name)
 }
 
-/// Escapes a label value: backslash, double quote and newline.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// The per-node families with no label but `service` and `node`: name, help, type, value.
+type PerNode = (&'static str, &'static str, MetricType, fn(&Node) -> u64);
+
+const PER_NODE: [PerNode; 8] = [
+    (
+        NODE_UP,
+        "Whether the node is up (1) or down (0).",
+        MetricType::Gauge,
+        |n| u64::from(n.is_up()),
+    ),
+    (
+        NODE_DRAINED,
+        "Whether an operator drained the node (1).",
+        MetricType::Gauge,
+        |n| u64::from(n.is_drained()),
+    ),
+    (
+        NODE_ACTIVE,
+        "Connections open to the node.",
+        MetricType::Gauge,
+        |n| u64::from(n.active()),
+    ),
+    (
+        NODE_CONNECTIONS,
+        "Connections made to the node.",
+        MetricType::Counter,
+        |n| n.stats.connections.load(Relaxed),
+    ),
+    (
+        NODE_RETRIES,
+        "Connect attempts on the node that retried another node's failure.",
+        MetricType::Counter,
+        |n| n.stats.retries.load(Relaxed),
+    ),
+    (
+        NODE_PROBE_FAILURES,
+        "Probes of the node that failed.",
+        MetricType::Counter,
+        |n| n.stats.probe_failures.load(Relaxed),
+    ),
+    (
+        NODE_SENT_BYTES,
+        "Bytes from clients to the node, counted at close.",
+        MetricType::Counter,
+        |n| n.stats.sent_bytes.load(Relaxed),
+    ),
+    (
+        NODE_RECEIVED_BYTES,
+        "Bytes from the node to clients, counted at close.",
+        MetricType::Counter,
+        |n| n.stats.received_bytes.load(Relaxed),
+    ),
+];
+
+/// Encodes one sample of a counter or gauge.
+fn value(
+    encoder: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    kind: MetricType,
+    v: u64,
+) -> fmt::Result {
+    match kind {
+        MetricType::Counter => encoder.encode_counter::<NoLabelSet, u64, u64>(&v, None),
+        _ => encoder.encode_gauge(&v),
+    }
+}
+
+impl Scrape {
+    fn process(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let mut family = encoder.encode_descriptor(
+            BUILD_INFO,
+            "The running tierlb, by version.",
+            None,
+            MetricType::Gauge,
+        )?;
+        family
+            .encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?
+            .encode_gauge(&1u64)?;
+        let mut family = encoder.encode_descriptor(
+            counter_name(RELOADS),
+            "SIGHUP reloads, by result.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, v) in [("ok", self.process[0]), ("error", self.process[1])] {
+            let labels = [("result", result)];
+            value(&mut family.encode_family(&labels)?, MetricType::Counter, v)?;
+        }
+        let mut sample = encoder.encode_descriptor(
+            counter_name(ADMIN_REJECTED),
+            "Admin connections closed at once: the admin endpoint was at its connection limit.",
+            None,
+            MetricType::Counter,
+        )?;
+        value(&mut sample, MetricType::Counter, self.process[2])
+    }
+
+    fn nodes(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let service = self.service.as_str();
+        let labels: Vec<[(&str, String); 2]> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                [
+                    ("service", service.to_owned()),
+                    ("node", n.address.to_string()),
+                ]
+            })
+            .collect();
+        for (name, help, kind, read) in PER_NODE {
+            let name = if kind == MetricType::Counter {
+                counter_name(name)
+            } else {
+                name
+            };
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            for (node, labels) in self.nodes.iter().zip(&labels) {
+                value(&mut family.encode_family(labels)?, kind, read(node))?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            counter_name(NODE_CONNECT_FAILURES),
+            "Failed connect attempts and clients the node failed, by kind.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (node, labels) in self.nodes.iter().zip(&labels) {
+            for kind in FailureKind::ALL {
+                let [s, n] = labels;
+                let with_kind = [s.clone(), n.clone(), ("kind", kind.label().to_owned())];
+                let v = node.stats.failures[kind.index()].load(Relaxed);
+                value(
+                    &mut family.encode_family(&with_kind)?,
+                    MetricType::Counter,
+                    v,
+                )?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            counter_name(NODE_TRANSITIONS),
+            "Health state changes, by new state.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (node, labels) in self.nodes.iter().zip(&labels) {
+            let [s, n] = labels;
+            for (to, v) in [
+                ("down", node.stats.went_down.load(Relaxed)),
+                ("up", node.stats.went_up.load(Relaxed)),
+            ] {
+                let with_to = [s.clone(), n.clone(), ("to", to.to_owned())];
+                value(&mut family.encode_family(&with_to)?, MetricType::Counter, v)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            NODE_CONNECT_LATENCY,
+            "Time to connect to the node, successful connects.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (node, labels) in self.nodes.iter().zip(&labels) {
+            let (cumulative, count) = node.stats.latency_buckets(&LATENCY_BUCKETS);
+            // The encoder wants each bucket's own count; it adds them up again.
+            let mut below = 0;
+            let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+                .iter()
+                .zip(&cumulative)
+                .map(|(&bound, &c)| {
+                    let own = c.saturating_sub(below);
+                    below = c.max(below);
+                    (bound, own)
+                })
+                .collect();
+            buckets.push((f64::INFINITY, count.saturating_sub(below)));
+            family
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(
+                    node.stats.latency_sum_seconds(),
+                    count,
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+
+    fn listener(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let labels = [
+            ("service", self.service.as_str()),
+            ("listener", self.listen.as_str()),
+        ];
+        let families = [
+            (LISTENER_ACCEPTED, "Clients accepted.", MetricType::Counter),
+            (
+                LISTENER_REJECTED,
+                "Failed accept() calls (the client waits in the backlog).",
+                MetricType::Counter,
+            ),
+            (
+                LISTENER_FAILED,
+                "Clients closed because no node could take them.",
+                MetricType::Counter,
+            ),
+            (
+                LISTENER_ACTIVE,
+                "Client connections open.",
+                MetricType::Gauge,
+            ),
+        ];
+        for ((name, help, kind), v) in families.into_iter().zip(self.listener) {
+            let name = if kind == MetricType::Counter {
+                counter_name(name)
+            } else {
+                name
+            };
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            value(&mut family.encode_family(&labels)?, kind, v)?;
+        }
+        Ok(())
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        self.process(&mut encoder)?;
+        self.nodes(&mut encoder)?;
+        self.listener(&mut encoder)
+    }
 }

@@ -163,7 +163,23 @@ impl NodeStats {
         }
     }
 
-    /// The sum of the connect latencies, in seconds, for the summary.
+    /// For a latency histogram: how many connects took at most each of `bounds` (seconds,
+    /// ascending), cumulative, and how many there were in all.
+    pub fn latency_buckets(&self, bounds: &[f64]) -> (Vec<u64>, u64) {
+        let guard = self.latency.lock();
+        match guard.as_deref() {
+            Ok(Some(h)) => {
+                let counts = bounds
+                    .iter()
+                    .map(|b| h.count_between(0, (b * 1e6) as u64))
+                    .collect();
+                (counts, h.len())
+            }
+            _ => (vec![0; bounds.len()], 0),
+        }
+    }
+
+    /// The sum of the connect latencies, in seconds.
     pub fn latency_sum_seconds(&self) -> f64 {
         self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
     }
