@@ -5,8 +5,7 @@
 //! Every metric name is a constant below, following Prometheus naming: a `tierlb_` prefix,
 //! base units (seconds, bytes) in the name, `_total` on counters. To add a metric: add its
 //! name here, a field to [`crate::node::NodeStats`], [`ListenerStats`] or [`ProcessStats`],
-//! count it where it happens, and render it in [`render`] with its `# HELP` and `# TYPE`
-//! lines.
+//! count it where it happens, and encode it in the collector (`render.rs`) with its help text.
 //!
 //! Counters are relaxed atomics, bumped once per connection or per failure, never per byte:
 //! bytes are added when a connection closes.
