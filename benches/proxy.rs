@@ -38,12 +38,13 @@ fn start(runtime: &tokio::runtime::Runtime) -> (SocketAddr, SocketAddr) {
             &Default::default(),
         )
         .expect("bench config");
-        let listener = tierlb::net::bind_listener(config.listen).expect("bind tierlb");
+        let listener =
+            tierlb::net::bind_listener(config.services[0].listen).expect("bind tierlb");
         let proxy_addr = listener.local_addr().expect("tierlb addr");
         // No reloads: the sender is dropped at once.
         let (_, reloads) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(tierlb::server::serve(
-            listener,
+            vec![listener],
             config,
             CancellationToken::new(),
             reloads,

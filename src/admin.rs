@@ -52,12 +52,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(page))
         .route("/metrics", get(prometheus))
         .route("/status", get(status))
-        .route("/nodes/{address}/drain", post(drain))
-        .route("/nodes/{address}/enable", post(enable))
+        .route("/services/{service}/nodes/{address}/drain", post(drain))
+        .route("/services/{service}/nodes/{address}/enable", post(enable))
+        .route("/nodes/{address}/drain", post(drain_only))
+        .route("/nodes/{address}/enable", post(enable_only))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                "not found; try GET /, /metrics, /status or POST /nodes/{address}/drain|enable\n",
+                "not found; try GET /, /metrics, /status or POST /services/{service}/nodes/{address}/drain|enable\n",
             )
         })
         .layer(axum::middleware::from_fn_with_state(
@@ -69,18 +71,27 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
-    let service = &shared.service;
-    let (l, p) = (&service.listener, &shared.process);
+    let p = &shared.process;
+    let services = shared
+        .services()
+        .iter()
+        .map(|service| {
+            let l = &service.listener;
+            metrics::ServiceScrape {
+                name: service.name.clone(),
+                listen: service.bound.to_string(),
+                nodes: service.upstream().nodes.nodes.clone(),
+                listener: [
+                    l.accepted.load(Relaxed),
+                    l.rejected.load(Relaxed),
+                    l.failed.load(Relaxed),
+                    l.active.load(Relaxed),
+                ],
+            }
+        })
+        .collect();
     let scrape = metrics::Scrape {
-        service: "default".to_owned(),
-        listen: service.bound.to_string(),
-        nodes: service.upstream().nodes.nodes.clone(),
-        listener: [
-            l.accepted.load(Relaxed),
-            l.rejected.load(Relaxed),
-            l.failed.load(Relaxed),
-            l.active.load(Relaxed),
-        ],
+        services,
         process: [
             p.reloads_ok.load(Relaxed),
             p.reloads_failed.load(Relaxed),
@@ -108,33 +119,73 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(status::status_json(&shared))
 }
 
-async fn drain(state: State<Arc<Shared>>, address: Path<String>, headers: HeaderMap) -> Response {
-    set_drained(state, address, headers, true)
+async fn drain(
+    state: State<Arc<Shared>>,
+    Path((service, address)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    set_drained(state, Some(service), address, headers, true)
 }
 
-async fn enable(state: State<Arc<Shared>>, address: Path<String>, headers: HeaderMap) -> Response {
-    set_drained(state, address, headers, false)
+async fn enable(
+    state: State<Arc<Shared>>,
+    Path((service, address)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    set_drained(state, Some(service), address, headers, false)
 }
 
+async fn drain_only(
+    state: State<Arc<Shared>>,
+    Path(address): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    set_drained(state, None, address, headers, true)
+}
+
+async fn enable_only(
+    state: State<Arc<Shared>>,
+    Path(address): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    set_drained(state, None, address, headers, false)
+}
+
+/// Drains or enables a node of `service` (the only service, when `None`).
 fn set_drained(
     State(shared): State<Arc<Shared>>,
-    Path(address): Path<String>,
+    service: Option<String>,
+    address: String,
     headers: HeaderMap,
     drained: bool,
 ) -> Response {
     if let Some(refusal) = guard::refusal(&shared, &headers) {
         return refusal;
     }
-    let upstream = shared.service.upstream();
-    let nodes = &upstream.nodes;
-    match nodes.find(&address) {
+    let found = match &service {
+        Some(name) => shared.service(name),
+        None => {
+            let services = shared.services();
+            if services.len() != 1 {
+                let message = "there are several services: use POST /services/{service}/nodes/{address}/drain|enable\n";
+                return (StatusCode::BAD_REQUEST, message).into_response();
+            }
+            services.first().cloned()
+        }
+    };
+    let Some(service) = found else {
+        let name = service.unwrap_or_default();
+        return (StatusCode::NOT_FOUND, format!("no service `{name}`\n")).into_response();
+    };
+    let upstream = service.upstream();
+    match upstream.nodes.find(&address) {
         Some(node) => {
             node.set_drained(drained);
             Json(status::node_json(node)).into_response()
         }
         None => (
             StatusCode::NOT_FOUND,
-            format!("no node `{address}` in service\n"),
+            format!("no node `{address}` in service `{}`\n", service.name),
         )
             .into_response(),
     }

@@ -17,6 +17,7 @@ use std::time::Duration;
 mod address;
 mod duration;
 mod schema;
+mod service;
 mod summary;
 mod walk;
 
@@ -45,26 +46,46 @@ pub const DEFAULT_RETRIES: u32 = 2;
 /// A validated configuration: everything tierlb needs to run, with defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Address the listener binds.
-    pub listen: SocketAddr,
-    /// Backend nodes, in the order given.
-    pub nodes: Vec<NodeConfig>,
-    /// Active probe settings.
-    pub health: HealthConfig,
-    /// Connect, idle and drain timeouts.
-    pub timeouts: Timeouts,
-    /// Extra connect attempts after the first, each on another node.
-    pub retries: u32,
-    /// How long a node name's addresses are kept before it is looked up again.
-    pub dns_ttl: Duration,
-    /// Most client connections open at once on the listener; `None` for no limit.
-    pub max_connections: Option<u32>,
+    /// The services, in the order of the file (one, `default`, in the single-service form).
+    pub services: Vec<ServiceConfig>,
     /// Worker threads of the runtime (at least 1); defaults to the available cores.
     pub threads: usize,
     /// The admin endpoint (`[admin]`, or `--admin`).
     pub admin: AdminConfig,
     /// Values that are legal but likely wrong, each naming the file, line and key.
     pub warnings: Vec<String>,
+}
+
+/// One service: a listener and the nodes behind it, with its own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// The table key (`default` in the single-service form): letters, digits, `-`, `_`.
+    pub name: String,
+    /// Address the listener binds.
+    pub listen: SocketAddr,
+    /// Backend nodes, in the order given.
+    pub nodes: Vec<NodeConfig>,
+    /// How a node is picked.
+    pub balance: Balance,
+    /// Active probe settings.
+    pub health: HealthConfig,
+    /// Connect, idle and drain timeouts.
+    pub timeouts: Timeouts,
+    /// Extra connect attempts after the first, each on another node.
+    pub retries: u32,
+    /// Whether `retries` was written for this service or at the top level (for warnings).
+    pub retries_written: bool,
+    /// How long a node name's addresses are kept before it is looked up again.
+    pub dns_ttl: Duration,
+    /// Most client connections open at once on the listener; `None` for no limit.
+    pub max_connections: Option<u32>,
+}
+
+/// How a service picks its nodes (`balance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Weighted least connections (the default).
+    LeastConnections,
 }
 
 /// The admin endpoint (`[admin]`): off unless `listen` is set.
@@ -245,7 +266,10 @@ mod tests {
 
     #[test]
     fn minimal_file_gets_every_default() {
-        let c = parse("listen = \"127.0.0.1:8000\"\nnodes = [\"a:1\"]\n").expect("valid");
+        let c = parse("listen = \"127.0.0.1:8000\"\nnodes = [\"a:1\"]\n")
+            .expect("valid")
+            .services
+            .remove(0);
         assert_eq!(c.health.interval, DEFAULT_INTERVAL);
         assert_eq!(c.health.rise, DEFAULT_RISE);
         assert_eq!(c.health.fall, DEFAULT_FALL);
@@ -259,7 +283,9 @@ mod tests {
     #[test]
     fn dns_ttl_is_its_own_setting() {
         let c = parse("listen = \"127.0.0.1:8000\"\nnodes = [\"a:1\"]\ndns_ttl = \"0s\"\n[health]\ninterval = \"9s\"\n")
-            .expect("valid");
+            .expect("valid")
+            .services
+            .remove(0);
         assert_eq!(
             c.dns_ttl,
             Duration::ZERO,
@@ -277,7 +303,7 @@ mod tests {
         let c = parse(
             "listen = \"127.0.0.1:0\"\nnodes = [\"a:1\", { address = \"[::1]:2\", weight = 3, max_connections = 9 }]\n",
         )
-        .expect("valid");
+        .expect("valid").services.remove(0);
         assert_eq!(c.nodes[1].address.to_string(), "[::1]:2");
         assert_eq!(c.nodes[1].weight, 3);
         assert_eq!(c.nodes[1].max_connections, Some(9));
@@ -355,7 +381,9 @@ mod tests {
             "t",
             &overrides,
         )
-        .expect("valid");
+        .expect("valid")
+        .services
+        .remove(0);
         assert_eq!(c.listen.port(), 9);
         assert_eq!(c.nodes.len(), 1);
         assert_eq!(c.nodes[0].address.to_string(), "b:2");

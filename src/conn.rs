@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::balancer::Key;
 use crate::connect::{self, AttemptError, Attempts, ConnectError, Connected};
@@ -17,13 +16,13 @@ use crate::service::Service;
 use crate::splice::{self, End, NodeEnd, Outcome, Side};
 
 /// Serves one client: connect to a node (with retries), splice, count and log the end. The
-/// permit (if any), the node slot and the listener's active count are released when this
+/// connection-limit permits, the node slot and the listener's active count are released when this
 /// returns, on every path.
-pub async fn handle(
+pub async fn handle<P: Send>(
     mut client: TcpStream,
     peer: SocketAddr,
     service: Arc<Service>,
-    _permit: OwnedSemaphorePermit,
+    _permits: P,
 ) {
     let _active = ActiveClient::new(&service.listener);
     let upstream = service.upstream();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -71,29 +71,76 @@ impl Episode {
     }
 }
 
-/// The listener's connection limit: `max_connections` if set, and never more than the
-/// descriptor budget allows (see [`crate::limits`]).
-pub fn connection_limit(configured: Option<u32>, budget: &Budget) -> Arc<Semaphore> {
-    let limit = match configured {
-        Some(max) if max > budget.clients => {
-            tracing::warn!(
-                max_connections = max,
-                allowed = budget.clients,
-                nofile = budget.nofile,
-                "max_connections is more than the open-files limit allows; using {}: raise the limit (ulimit -n, LimitNOFILE=) to allow more",
-                budget.clients
-            );
-            budget.clients
-        }
-        Some(max) => max,
-        None => budget.clients,
-    };
+/// The limits a client slot is taken from before each accept: the service's own
+/// `max_connections`, if set, and the process-wide budget every service shares (see
+/// [`crate::limits`]).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The service's `max_connections`.
+    pub service: Option<Arc<Semaphore>>,
+    /// The descriptor budget's client count, shared by all services.
+    pub process: Arc<Semaphore>,
+}
+
+/// The slots one client holds until its connection ends.
+pub struct Permits {
+    _service: Option<OwnedSemaphorePermit>,
+    _process: OwnedSemaphorePermit,
+}
+
+/// The process-wide client limit from the descriptor budget, logged once.
+pub fn process_limit(budget: &Budget) -> Arc<Semaphore> {
+    let limit = budget.clients;
     tracing::info!(
         nofile = budget.nofile,
         max_connections = limit,
         "at most {limit} clients at once; more wait in the accept queue"
     );
     Arc::new(Semaphore::new(limit as usize))
+}
+
+/// A service's own limit from its `max_connections`, never above the budget.
+pub fn service_limit(
+    name: &str,
+    configured: Option<u32>,
+    budget: &Budget,
+) -> Option<Arc<Semaphore>> {
+    let max = configured?;
+    if max > budget.clients {
+        tracing::warn!(
+            service = name,
+            max_connections = max,
+            allowed = budget.clients,
+            nofile = budget.nofile,
+            "max_connections is more than the open-files limit allows; at most {} clients are served at once: raise the limit (ulimit -n, LimitNOFILE=) to allow more",
+            budget.clients
+        );
+    }
+    Some(Arc::new(Semaphore::new(max.min(budget.clients) as usize)))
+}
+
+/// Takes a slot of `limit` at once if one is free, else waits for one (until `shutdown`),
+/// counting the wait in `episode`. `None` when the limit closed or shutdown came.
+async fn slot(
+    limit: &Arc<Semaphore>,
+    episode: &mut Episode,
+    shutdown: &CancellationToken,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(permit) = Arc::clone(limit).try_acquire_owned() {
+        return Some(permit);
+    }
+    episode.begin(|| {
+        tracing::warn!(
+            "connection limit reached: new clients wait in the accept queue until a connection closes"
+        );
+    });
+    let permit = tokio::select! {
+        permit = Arc::clone(limit).acquire_owned() => permit.ok(),
+        () = shutdown.cancelled() => None,
+    };
+    // The episode lasted at least until this wait ended.
+    episode.touch();
+    permit
 }
 
 /// Accepts clients until `shutdown`, one task each. Never gives up: out of descriptors or
@@ -104,7 +151,7 @@ pub fn connection_limit(configured: Option<u32>, budget: &Budget) -> Arc<Semapho
 pub async fn accept_loop(
     listener: &TcpListener,
     service: &Arc<Service>,
-    limit: Arc<Semaphore>,
+    limits: Limits,
     connections: &TaskTracker,
     shutdown: &CancellationToken,
 ) {
@@ -112,26 +159,20 @@ pub async fn accept_loop(
     let mut at_limit = Episode::default();
     let mut exhausted = Episode::default();
     loop {
-        // The slot is taken before accept(): at the limit, clients wait in the backlog.
-        let permit = match Arc::clone(&limit).try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                at_limit.begin(|| {
-                    tracing::warn!(
-                        "connection limit reached: new clients wait in the accept queue until a connection closes"
-                    );
-                });
-                let permit = tokio::select! {
-                    permit = Arc::clone(&limit).acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => return,
-                    },
-                    () = shutdown.cancelled() => return,
-                };
-                // The episode lasted at least until this wait ended.
-                at_limit.touch();
-                permit
-            }
+        // The slots are taken before accept(): at a limit, clients wait in the backlog.
+        let own = match &limits.service {
+            Some(limit) => match slot(limit, &mut at_limit, shutdown).await {
+                Some(permit) => Some(permit),
+                None => return,
+            },
+            None => None,
+        };
+        let Some(process) = slot(&limits.process, &mut at_limit, shutdown).await else {
+            return;
+        };
+        let permits = Permits {
+            _service: own,
+            _process: process,
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -146,7 +187,7 @@ pub async fn accept_loop(
                         "accepting again after {lasted} out of resources"
                     );
                 });
-                if limit.available_permits() > 0 {
+                if limits.process.available_permits() > 0 {
                     at_limit.end(|count, lasted| {
                         tracing::info!(
                             waited = count,
@@ -158,9 +199,9 @@ pub async fn accept_loop(
                 if let Err(e) = net::prepare_client(&client) {
                     tracing::debug!(client = %peer, error = %e, "cannot set TCP_NODELAY");
                 }
-                let span = tracing::debug_span!("conn", client = %peer);
+                let span = tracing::debug_span!("conn", service = %service.name, client = %peer);
                 connections.spawn(
-                    conn::handle(client, peer, Arc::clone(service), permit).instrument(span),
+                    conn::handle(client, peer, Arc::clone(service), permits).instrument(span),
                 );
             }
             Err(e) if net::is_resource_exhaustion(&e) => {

@@ -92,4 +92,4 @@ impl Drop for ActiveClient<'_> {
 
 mod render;
 
-pub use render::{render, Scrape};
+pub use render::{render, Scrape, ServiceScrape};

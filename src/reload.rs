@@ -1,22 +1,41 @@
 //! Reloading the configuration (SIGHUP) without dropping a connection.
 //!
-//! [`diff`] is the pure part: which nodes of the old list stay, which are new, which go, by
-//! address. [`apply`] builds the new node set from it: a node that stays is the same
-//! [`Node`] (same health, active count and counters), with its weight and limits updated; a
-//! new node starts up on probation with its own probe loop; a removed node leaves the pick at
-//! once, its probe loop stops, and its open connections run to their natural end (it is kept
-//! as "retired" for the status page while they do). Timeouts, retries and health settings
-//! apply to connections and probes that start after the reload.
+//! The pure part: [`diff`] says which nodes of a service's old list stay, which are new and
+//! which go, by address; [`diff_services`] says the same of the services, by name and listen
+//! address (a service whose address changed is removed and added again). [`apply`] puts the
+//! result in force: a node that stays is the same [`Node`] (same health, active count and
+//! counters) with its weight and limits updated; a new node starts up on probation with its
+//! own probe loop; a removed node leaves the pick at once, its probe loop stops, and its open
+//! connections run to their natural end (kept as "retired" for the status page while they
+//! do). A removed service stops accepting (its listener closes) and its connections drain;
+//! an added one serves on the listener the caller bound for it, so that a listen address
+//! that cannot be bound fails the reload before anything changes. Timeouts, retries and
+//! health settings apply to connections and probes that start after the reload.
 //!
-//! What cannot change without a restart is kept as it was, with a warning: the listen
-//! address, the admin address, `threads` and the listener's `max_connections`.
+//! What cannot change without a restart is kept as it was, with a warning: the admin address,
+//! `threads` and a kept service's `max_connections`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::config::{Config, NodeAddr};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, NodeAddr, ServiceConfig};
 use crate::node::{Node, NodeSet};
+use crate::service::Service;
 use crate::state::Shared;
 use crate::upstream::{Settings, Upstream};
+
+/// What starts the tasks of new nodes and services.
+pub trait Start {
+    /// Starts the probe loop of `node`, a node of `service`.
+    fn probe(&self, node: Arc<Node>, service: &Arc<Service>);
+    /// A token that stops a new service's accept loop (cancelled at shutdown too).
+    fn stop_token(&self) -> CancellationToken;
+    /// Starts serving `service` on `listener`, with its own `max_connections`.
+    fn serve(&self, service: Arc<Service>, listener: TcpListener, max_connections: Option<u32>);
+}
 
 /// How a new node list relates to the old one, by index.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -44,19 +63,91 @@ pub fn diff(old: &[&NodeAddr], new: &[&NodeAddr]) -> Diff {
     d
 }
 
-/// Puts `new` in force. `start_probe` is called for each added node.
-pub fn apply(shared: &Shared, mut new: Config, start_probe: impl Fn(Arc<Node>)) {
+/// How a new service list relates to the old one, by index: kept (same name and listen
+/// address), added, removed.
+pub fn diff_services(old: &[(&str, SocketAddr)], new: &[(&str, SocketAddr)]) -> Diff {
+    let mut d = Diff::default();
+    for (j, service) in new.iter().enumerate() {
+        match old.iter().position(|o| o == service) {
+            Some(i) => d.kept.push((i, j)),
+            None => d.added.push(j),
+        }
+    }
+    d.removed = (0..old.len())
+        .filter(|i| !d.kept.iter().any(|(k, _)| k == i))
+        .collect();
+    d
+}
+
+/// The services of `config` as (name, listen address), for [`diff_services`].
+pub fn service_keys(config: &Config) -> Vec<(&str, SocketAddr)> {
+    config
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s.listen))
+        .collect()
+}
+
+/// Puts `new` in force. `listeners` are bound for the services [`diff_services`] lists as
+/// added, in that order.
+pub fn apply(shared: &Shared, mut new: Config, listeners: Vec<TcpListener>, start: &impl Start) {
     for warning in &new.warnings {
         tracing::warn!("{warning}");
     }
     let old = shared.config();
     keep_fixed(&old, &mut new);
-    let upstream = shared.service.upstream();
+    let d = diff_services(&service_keys(&old), &service_keys(&new));
+    let current = shared.services();
+    let mut services: Vec<Arc<Service>> = Vec::with_capacity(new.services.len());
+    let mut listeners = listeners.into_iter();
+    for (j, config) in new.services.iter_mut().enumerate() {
+        if let Some((i, _)) = d.kept.iter().find(|(_, k)| *k == j) {
+            let service = Arc::clone(&current[*i]);
+            if config.max_connections != old.services[*i].max_connections {
+                tracing::warn!(service = %config.name, "max_connections cannot change by reload; restart to apply");
+                config.max_connections = old.services[*i].max_connections;
+            }
+            update(&service, config, start);
+            services.push(service);
+        } else if let Some(listener) = listeners.next() {
+            let bound = listener.local_addr().unwrap_or(config.listen);
+            let service = Arc::new(Service::new(config, bound, start.stop_token()));
+            tracing::info!(service = %config.name, addr = %bound, "service added; listening");
+            for node in &service.upstream().nodes.nodes {
+                start.probe(Arc::clone(node), &service);
+            }
+            start.serve(Arc::clone(&service), listener, config.max_connections);
+            services.push(service);
+        }
+    }
+    for &i in &d.removed {
+        let service = &current[i];
+        service.stop.cancel();
+        for node in &service.upstream().nodes.nodes {
+            node.removed.cancel();
+        }
+        let open = service
+            .listener
+            .active
+            .load(std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(service = %service.name, open, "service removed: its listener is closed; its open connections run to their end");
+    }
+    tracing::info!(
+        kept = d.kept.len(),
+        added = d.added.len(),
+        removed = d.removed.len(),
+        "configuration reloaded"
+    );
+    shared.replace(new, services);
+}
+
+/// Applies a kept service's new settings and node list.
+fn update(service: &Arc<Service>, new: &ServiceConfig, start: &impl Start) {
+    let upstream = service.upstream();
     let current = &upstream.nodes;
     let old_addrs: Vec<&NodeAddr> = current.nodes.iter().map(|n| &n.address).collect();
     let new_addrs: Vec<&NodeAddr> = new.nodes.iter().map(|n| &n.address).collect();
     let d = diff(&old_addrs, &new_addrs);
-
     let (rise, fall) = (new.health.rise, new.health.fall);
     let nodes: Vec<Arc<Node>> = new
         .nodes
@@ -70,8 +161,8 @@ pub fn apply(shared: &Shared, mut new: Config, start_probe: impl Fn(Arc<Node>)) 
             }
             None => {
                 let node = Arc::new(Node::new(config, rise, fall));
-                tracing::info!(node = %node.address, "node added; probing");
-                start_probe(Arc::clone(&node));
+                tracing::info!(service = %new.name, node = %node.address, "node added; probing");
+                start.probe(Arc::clone(&node), service);
                 node
             }
         })
@@ -85,33 +176,29 @@ pub fn apply(shared: &Shared, mut new: Config, start_probe: impl Fn(Arc<Node>)) 
     for &i in &d.removed {
         let node = &current.nodes[i];
         node.removed.cancel();
-        tracing::info!(node = %node.address, open = node.active(), "node removed; its open connections run to their end");
+        tracing::info!(service = %new.name, node = %node.address, open = node.active(), "node removed; its open connections run to their end");
         if node.active() > 0 {
             retired.push(Arc::clone(node));
         }
     }
-    let nodes = NodeSet::from_parts(nodes, retired, current);
-    let upstream = Upstream {
-        settings: Settings::of(&new),
-        nodes,
-        strategy: upstream.strategy,
-    };
-    shared.service.set_upstream(upstream);
-    shared.set_config(new);
-    tracing::info!(
-        kept = d.kept.len(),
-        added = d.added.len(),
-        removed = d.removed.len(),
-        "configuration reloaded"
-    );
+    if !d.added.is_empty() || !d.removed.is_empty() {
+        tracing::info!(
+            service = %new.name,
+            kept = d.kept.len(),
+            added = d.added.len(),
+            removed = d.removed.len(),
+            "nodes changed"
+        );
+    }
+    service.set_upstream(Upstream {
+        settings: Settings::of(new),
+        nodes: NodeSet::from_parts(nodes, retired, current),
+        strategy: crate::upstream::strategy(new.balance),
+    });
 }
 
 /// Keeps the settings a reload cannot change, warning about each attempt to.
 fn keep_fixed(old: &Config, new: &mut Config) {
-    if new.listen != old.listen {
-        tracing::warn!(old = %old.listen, new = %new.listen, "the listen address cannot change by reload; restart to move it");
-        new.listen = old.listen;
-    }
     if new.admin.listen != old.admin.listen {
         tracing::warn!("the admin address cannot change by reload; restart to move it");
         new.admin.listen = old.admin.listen;
@@ -123,10 +210,6 @@ fn keep_fixed(old: &Config, new: &mut Config) {
             "threads cannot change by reload; restart to apply"
         );
         new.threads = old.threads;
-    }
-    if new.max_connections != old.max_connections {
-        tracing::warn!("the listener's max_connections cannot change by reload; restart to apply");
-        new.max_connections = old.max_connections;
     }
 }
 
@@ -172,5 +255,18 @@ mod tests {
     fn from_and_to_empty() {
         assert_eq!(run(&[], &["a:1"]).added, [0]);
         assert_eq!(run(&["a:1"], &[]).removed, [0]);
+    }
+
+    #[test]
+    fn services_by_name_and_address() {
+        let a: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let b: SocketAddr = "127.0.0.1:2".parse().expect("addr");
+        let d = diff_services(
+            &[("web", a), ("pg", b)],
+            &[("pg", b), ("cache", a), ("web", b)],
+        );
+        assert_eq!(d.kept, [(1, 0)]);
+        assert_eq!(d.added, [1, 2], "a moved service is added again");
+        assert_eq!(d.removed, [0], "and removed from its old address");
     }
 }

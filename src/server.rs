@@ -1,5 +1,7 @@
-//! The server: binds the listener, starts the service's accept loop, its probes, the admin
-//! endpoint and the once-a-second chores, puts reloads in force, and drains at the end.
+//! The server: binds every service's listener, starts their accept loops and probes, the
+//! admin endpoint and the once-a-second chores, puts reloads in force (binding an added
+//! service's address first, so a taken address fails the reload before anything changes),
+//! and drains at the end.
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -7,106 +9,197 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
-use crate::config::{show_duration, Config};
+use crate::config::{show_duration, Config, ServiceConfig};
 use crate::limits::Budget;
+use crate::listener::{self, Limits};
+use crate::node::Node;
+use crate::reload::{self, Start};
+use crate::service::Service;
 use crate::state::Shared;
-use crate::{admin, buffers, health, listener, net, reload, splice};
+use crate::{admin, buffers, health, net, splice};
 
 /// A configuration read again on SIGHUP, or why it could not be.
 pub type Reload = Result<Config, crate::config::ConfigError>;
 
-/// Binds `config.listen`, then serves until `shutdown` is cancelled, then drains open
-/// connections for up to `timeouts.drain`. Each configuration received on `reloads` is put in
-/// force without dropping a connection. Logs the bound address once bound.
+/// Binds every service's `listen`, then serves until `shutdown` is cancelled, then drains
+/// open connections for up to the longest `timeouts.drain`. Each configuration received on
+/// `reloads` is put in force without dropping a connection. Logs each bound address.
 pub async fn run(
     config: Config,
     shutdown: CancellationToken,
     reloads: mpsc::UnboundedReceiver<Reload>,
 ) -> io::Result<()> {
-    let listen = config.listen;
-    let listener = net::bind_listener(listen)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
-    serve(listener, config, shutdown, reloads).await
+    let listeners = config
+        .services
+        .iter()
+        .map(bind)
+        .collect::<io::Result<Vec<_>>>()?;
+    serve(listeners, config, shutdown, reloads).await
 }
 
-/// Serves clients of an already bound `listener` (its address wins over `config.listen`)
-/// until `shutdown` is cancelled, then drains. Benchmarks and embedders bind first, so they
-/// know the address before serving.
+/// Binds one service's listen address.
+fn bind(service: &ServiceConfig) -> io::Result<TcpListener> {
+    let listen = service.listen;
+    net::bind_listener(listen).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {listen} (service {}): {e}", service.name),
+        )
+    })
+}
+
+/// What starts the tasks of services and nodes, at start and on reload.
+struct Tasks {
+    probes: TaskTracker,
+    stop_probes: CancellationToken,
+    loops: TaskTracker,
+    connections: TaskTracker,
+    shutdown: CancellationToken,
+    budget: Budget,
+    process_limit: Arc<Semaphore>,
+}
+
+impl Start for Tasks {
+    fn probe(&self, node: Arc<Node>, service: &Arc<Service>) {
+        // The span puts the service's name on the probe's log lines (node down/up).
+        let span = tracing::info_span!("probe", service = %service.name);
+        let run = health::run(node, Arc::clone(service), self.stop_probes.clone());
+        self.probes.spawn(run.instrument(span));
+    }
+
+    fn stop_token(&self) -> CancellationToken {
+        self.shutdown.child_token()
+    }
+
+    fn serve(&self, service: Arc<Service>, listener: TcpListener, max_connections: Option<u32>) {
+        let limits = Limits {
+            service: listener::service_limit(&service.name, max_connections, &self.budget),
+            process: Arc::clone(&self.process_limit),
+        };
+        let connections = self.connections.clone();
+        self.loops.spawn(async move {
+            let stop = service.stop.clone();
+            listener::accept_loop(&listener, &service, limits, &connections, &stop).await;
+            // Closing the listener makes new clients see "connection refused" right away.
+            drop(listener);
+            tracing::info!(service = %service.name, "listener closed");
+        });
+    }
+}
+
+/// Serves clients of already bound `listeners`, one per service of `config` in order (their
+/// addresses win over the configured ones), until `shutdown` is cancelled, then drains.
+/// Benchmarks and embedders bind first, so they know the addresses before serving.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     config: Config,
     shutdown: CancellationToken,
     mut reloads: mpsc::UnboundedReceiver<Reload>,
 ) -> io::Result<()> {
-    let local = listener.local_addr()?;
-    tracing::info!(
-        addr = %local,
-        nodes = config.nodes.len(),
-        retries = config.retries,
-        connect_timeout = %show_duration(config.timeouts.connect),
-        "listening"
-    );
-    let budget = Budget::current(config.nodes.len());
+    let nodes = config.services.iter().map(|s| s.nodes.len()).sum();
+    let budget = Budget::current(nodes);
     buffers::set_pipe_limit(budget.pipes as usize);
-    let limit = listener::connection_limit(config.max_connections, &budget);
+    let tasks = Tasks {
+        probes: TaskTracker::new(),
+        stop_probes: CancellationToken::new(),
+        loops: TaskTracker::new(),
+        connections: TaskTracker::new(),
+        shutdown: shutdown.clone(),
+        process_limit: listener::process_limit(&budget),
+        budget,
+    };
+    let mut services = Vec::with_capacity(listeners.len());
+    for (service, listener) in config.services.iter().zip(&listeners) {
+        let bound = listener.local_addr()?;
+        tracing::info!(
+            service = %service.name,
+            addr = %bound,
+            nodes = service.nodes.len(),
+            retries = service.retries,
+            connect_timeout = %show_duration(service.timeouts.connect),
+            "listening"
+        );
+        services.push(Arc::new(Service::new(service, bound, tasks.stop_token())));
+    }
+    let limits: Vec<Option<u32>> = config.services.iter().map(|s| s.max_connections).collect();
     let admin = config.admin.listen;
-    let shared = Shared::new(config, local);
+    let shared = Shared::new(config, services.clone());
     // The admin endpoint keeps serving through the drain, and stops when this returns.
     let admin_stop = CancellationToken::new();
     let _stop_admin_on_return = admin_stop.clone().drop_guard();
     if let Some(addr) = admin {
-        admin::start(addr, Arc::clone(&shared), budget.admin, admin_stop)?;
+        admin::start(addr, Arc::clone(&shared), tasks.budget.admin, admin_stop)?;
+    }
+    for ((service, listener), max) in services.iter().zip(listeners).zip(limits) {
+        for node in &service.upstream().nodes.nodes {
+            tasks.probe(Arc::clone(node), service);
+        }
+        tasks.serve(Arc::clone(service), listener, max);
     }
 
-    let probes = TaskTracker::new();
-    let stop_probes = CancellationToken::new();
-    let start_probe = |node| {
-        probes.spawn(health::run(
-            node,
-            Arc::clone(&shared.service),
-            stop_probes.clone(),
-        ));
-    };
-    for node in &shared.service.upstream().nodes.nodes {
-        start_probe(Arc::clone(node));
-    }
-
-    let connections = TaskTracker::new();
     let reloading = async {
         while let Some(config) = reloads.recv().await {
-            match config {
-                Ok(config) => {
-                    reload::apply(&shared, config, start_probe);
-                    shared.process.reloads_ok.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    shared
-                        .process
-                        .reloads_failed
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::error!("reload failed, keeping the configuration in force: {e}");
-                }
-            }
+            reload_one(&shared, config, &tasks);
         }
         // No more reloads can come: wait for the end.
         std::future::pending::<()>().await;
     };
     tokio::select! {
-        () = listener::accept_loop(&listener, &shared.service, limit, &connections, &shutdown) => {}
+        () = shutdown.cancelled() => {}
         () = reloading => {}
         () = every_second(&shared) => {}
     }
-    // Closing the listener makes new clients see "connection refused" right away.
-    drop(listener);
-    stop_probes.cancel();
-    connections.close();
-    probes.close();
+    tasks.loops.close();
+    tasks.loops.wait().await;
+    tasks.stop_probes.cancel();
+    tasks.connections.close();
+    tasks.probes.close();
+    drain(&shared, &tasks.connections).await;
+    tasks.probes.wait().await;
+    Ok(())
+}
 
-    let drain = shared.service.upstream().settings.timeouts.drain;
+/// Puts one reloaded configuration in force, or logs why it cannot be: a file that did not
+/// validate, or an added service's address that cannot be bound (then nothing changes).
+fn reload_one(shared: &Shared, config: Reload, tasks: &Tasks) {
+    let failed = |e: &dyn std::fmt::Display| {
+        shared
+            .process
+            .reloads_failed
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::error!("reload failed, keeping the configuration in force: {e}");
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => return failed(&e),
+    };
+    let old = shared.config();
+    let d = reload::diff_services(&reload::service_keys(&old), &reload::service_keys(&config));
+    let bound: io::Result<Vec<TcpListener>> =
+        d.added.iter().map(|&j| bind(&config.services[j])).collect();
+    match bound {
+        Ok(listeners) => {
+            reload::apply(shared, config, listeners, tasks);
+            shared.process.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => failed(&e),
+    }
+}
+
+/// Lets open connections finish for up to the longest drain of the services, then cuts the
+/// rest with a reset.
+async fn drain(shared: &Shared, connections: &TaskTracker) {
+    let drain = shared
+        .services()
+        .iter()
+        .map(|s| s.upstream().settings.timeouts.drain)
+        .max()
+        .unwrap_or_default();
     let open = connections.len();
     tracing::info!(open, drain = %show_duration(drain), "stopped accepting; draining");
     if tokio::time::timeout(drain, connections.wait())
@@ -121,23 +214,23 @@ pub async fn serve(
     } else {
         tracing::info!("drained");
     }
-    probes.wait().await;
-    Ok(())
 }
 
-/// Once a second: one line for the client failures that were not logged one by one, and each
-/// node's traffic sample for the status page.
+/// Once a second: one line per service for the client failures that were not logged one by
+/// one, and each node's traffic sample for the status page.
 async fn every_second(shared: &Shared) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        for node in &shared.service.upstream().nodes.nodes {
-            node.stats.sample();
-        }
-        let more = shared.service.client_failures.take_suppressed();
-        if more > 0 {
-            tracing::warn!(count = more, "{more} more client failures in the last second (rate-limited: not logged one by one)");
+        for service in shared.services().iter() {
+            for node in &service.upstream().nodes.nodes {
+                node.stats.sample();
+            }
+            let more = service.client_failures.take_suppressed();
+            if more > 0 {
+                tracing::warn!(service = %service.name, count = more, "{more} more client failures in the last second (rate-limited: not logged one by one)");
+            }
         }
     }
 }

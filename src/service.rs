@@ -7,8 +7,9 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::ServiceConfig;
 use crate::metrics::ListenerStats;
 use crate::throttle::Throttle;
 use crate::upstream::Upstream;
@@ -16,6 +17,8 @@ use crate::upstream::Upstream;
 /// One service's shared state. Readers take the upstream with one atomic load and never lock.
 #[derive(Debug)]
 pub struct Service {
+    /// The service's name (`default` in the single-service form).
+    pub name: String,
     /// The address the listener is bound to (the configured one may say port 0).
     pub bound: SocketAddr,
     upstream: ArcSwap<Upstream>,
@@ -25,17 +28,22 @@ pub struct Service {
     pub client_failures: Throttle,
     /// Grows by one per client: seeds the random draws of the pick in large node sets.
     pub next_pick: AtomicUsize,
+    /// Cancelled when the service stops accepting: at shutdown, or when a reload removes it.
+    pub stop: CancellationToken,
 }
 
 impl Service {
-    /// The service for `config` served on `bound`, every node new (up, on probation).
-    pub fn new(config: &Config, bound: SocketAddr) -> Service {
+    /// The service `config` served on `bound`, every node new (up, on probation); `stop` ends
+    /// its accept loop.
+    pub fn new(config: &ServiceConfig, bound: SocketAddr, stop: CancellationToken) -> Service {
         Service {
+            name: config.name.clone(),
             bound,
             upstream: ArcSwap::from_pointee(Upstream::new(config)),
             listener: ListenerStats::default(),
             client_failures: Throttle::default(),
             next_pick: AtomicUsize::new(0),
+            stop,
         }
     }
 

@@ -1,9 +1,8 @@
-//! The state every part of a running tierlb shares: the service (its upstream, listener and
-//! counters), the configuration in force for what is not the service's (the admin
-//! endpoint's token and hosts), and the process's counters. Readers take snapshots with one
-//! atomic load and never lock; a reload swaps them.
+//! The state every part of a running tierlb shares: the services (each with its upstream,
+//! listener and counters), the configuration in force for what is not a service's (the
+//! admin endpoint's token and hosts), and the process's counters. Readers take snapshots with
+//! one atomic load and never lock; a reload swaps them.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -13,12 +12,11 @@ use crate::config::Config;
 use crate::metrics::ProcessStats;
 use crate::service::Service;
 
-/// State shared by the accept loop, connection tasks, probes and the admin endpoint.
+/// State shared by the accept loops, connection tasks, probes and the admin endpoint.
 #[derive(Debug)]
 pub struct Shared {
     config: ArcSwap<Config>,
-    /// The service.
-    pub service: Arc<Service>,
+    services: ArcSwap<Vec<Arc<Service>>>,
     /// Process-wide counters.
     pub process: ProcessStats,
     /// When serving started.
@@ -26,23 +24,34 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Shared state for `config` served on `bound`, every node new (up, on probation).
-    pub fn new(config: Config, bound: SocketAddr) -> Arc<Shared> {
+    /// Shared state for `config` with its `services` (already built on their listeners).
+    pub fn new(config: Config, services: Vec<Arc<Service>>) -> Arc<Shared> {
         Arc::new(Shared {
-            service: Arc::new(Service::new(&config, bound)),
+            services: ArcSwap::from_pointee(services),
             config: ArcSwap::from_pointee(config),
             process: ProcessStats::default(),
             started: SystemTime::now(),
         })
     }
 
-    /// Puts a reloaded configuration in force (the service's upstream is swapped separately).
-    pub fn set_config(&self, config: Config) {
+    /// Puts a reloaded configuration and service list in force.
+    pub fn replace(&self, config: Config, services: Vec<Arc<Service>>) {
+        self.services.store(Arc::new(services));
         self.config.store(Arc::new(config));
     }
 
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
         self.config.load_full()
+    }
+
+    /// The services in force, in the order of the configuration.
+    pub fn services(&self) -> Arc<Vec<Arc<Service>>> {
+        self.services.load_full()
+    }
+
+    /// The service called `name`.
+    pub fn service(&self, name: &str) -> Option<Arc<Service>> {
+        self.services().iter().find(|s| s.name == name).cloned()
     }
 }

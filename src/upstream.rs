@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::balancer::{self, Key, Strategy};
-use crate::config::{Config, HealthConfig, Timeouts};
+use crate::config::{Balance, HealthConfig, ServiceConfig, Timeouts};
 use crate::node::NodeSet;
 
 /// The settings of one service that connections and probes read.
@@ -23,8 +23,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The settings `config` gives its service.
-    pub fn of(config: &Config) -> Settings {
+    /// The settings of the service `config`.
+    pub fn of(config: &ServiceConfig) -> Settings {
         Settings {
             retries: config.retries,
             timeouts: config.timeouts,
@@ -46,12 +46,12 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// The upstream for `config`, every node new (up, on probation).
-    pub fn new(config: &Config) -> Upstream {
+    /// The upstream of the service `config`, every node new (up, on probation).
+    pub fn new(config: &ServiceConfig) -> Upstream {
         Upstream {
             settings: Settings::of(config),
             nodes: NodeSet::new(&config.nodes, config.health.rise, config.health.fall),
-            strategy: Strategy::LeastConnections,
+            strategy: strategy(config.balance),
         }
     }
 
@@ -64,5 +64,12 @@ impl Upstream {
             key,
             tried,
         )
+    }
+}
+
+/// The pick's strategy for a configured `balance`.
+pub fn strategy(balance: Balance) -> Strategy {
+    match balance {
+        Balance::LeastConnections => Strategy::LeastConnections,
     }
 }

@@ -151,7 +151,12 @@ fn flags_replace_the_file_and_bad_flags_are_usage_errors() {
         "-p replaces the file's nodes: {stdout}"
     );
 
-    let cases: [(&[&str], &str); 9] = [
+    let services = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/valid/services.toml");
+    let cases: [(&[&str], &str); 10] = [
+        (
+            &["--check", "-c", services, "-p", "127.0.0.1:9001"],
+            "tierlb: error: -l and -p apply to a single service, and this file has 2 (web, pg): set listen and nodes in each [services.NAME] instead\n",
+        ),
         (
             &["--check", "-l", "127.0.0.1:1", "-p", "nohost"],
             "has no port",

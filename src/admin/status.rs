@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::node::FailureKind;
 use crate::node::Node;
+use crate::service::Service;
 use crate::state::Shared;
 
 /// Seconds from `at` to now (0 if `at` is in the future).
@@ -24,13 +25,37 @@ fn seconds_since(at: SystemTime) -> u64 {
     reason = "json! unwraps serde_json::to_value, which cannot fail for numbers, strings and Values"
 )]
 pub fn status_json(shared: &Shared) -> Value {
-    let upstream = shared.service.upstream();
-    let nodes = &upstream.nodes;
-    let l = &shared.service.listener;
-    json!({
+    let services: Vec<Value> = shared.services().iter().map(|s| service_json(s)).collect();
+    let mut status = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": seconds_since(shared.started),
-        "listen": shared.service.bound.to_string(),
+        "services": services,
+    });
+    // With one service, its fields stand at the top level too, as before services existed.
+    if let ([only], Some(map)) = (services.as_slice(), status.as_object_mut()) {
+        if let Some(fields) = only.as_object() {
+            for key in ["listen", "listener", "nodes", "retired"] {
+                if let Some(v) = fields.get(key) {
+                    map.insert(key.to_owned(), v.clone());
+                }
+            }
+        }
+    }
+    status
+}
+
+/// One service: its listener, nodes and the removed nodes still draining.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "json! unwraps serde_json::to_value, which cannot fail for numbers, strings and Values"
+)]
+fn service_json(service: &Service) -> Value {
+    let upstream = service.upstream();
+    let nodes = &upstream.nodes;
+    let l = &service.listener;
+    json!({
+        "name": service.name,
+        "listen": service.bound.to_string(),
         "listener": {
             "accepted": l.accepted.load(Relaxed),
             "rejected": l.rejected.load(Relaxed),

@@ -4,14 +4,44 @@
 use std::fmt::Write;
 
 use super::duration::show;
-use super::Config;
+use super::{Config, ServiceConfig};
 
 impl Config {
     /// A short human-readable summary, printed by `--check`; the admin token is only said to
-    /// be set. Warnings come last, one per line.
+    /// be set. With several services, each block starts with `service NAME`. Warnings come
+    /// last, one per line.
     pub fn summary(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
+        let several = self.services.len() > 1;
+        for service in &self.services {
+            if several {
+                let _ = writeln!(out, "service {}", service.name);
+            }
+            service.summarise(&mut out);
+        }
+        if let Some(admin) = self.admin.listen {
+            let token = if self.admin.token.is_some() {
+                "set"
+            } else {
+                "none (write endpoints refused)"
+            };
+            let _ = writeln!(out, "admin {admin} token {token}");
+            if !self.admin.hosts.is_empty() {
+                let _ = writeln!(out, "admin hosts {}", self.admin.hosts.join(", "));
+            }
+        }
+        let _ = writeln!(out, "threads {}", self.threads);
+        for warning in &self.warnings {
+            let _ = writeln!(out, "warning: {warning}");
+        }
+        out
+    }
+}
+
+impl ServiceConfig {
+    /// The service's lines of the summary.
+    fn summarise(&self, out: &mut String) {
         let _ = writeln!(out, "listen {}", self.listen);
         for node in &self.nodes {
             let _ = write!(out, "node {} weight {}", node.address, node.weight);
@@ -34,17 +64,6 @@ impl Config {
             h.rise,
             h.fall,
         );
-        if let Some(admin) = self.admin.listen {
-            let token = if self.admin.token.is_some() {
-                "set"
-            } else {
-                "none (write endpoints refused)"
-            };
-            let _ = writeln!(out, "admin {admin} token {token}");
-            if !self.admin.hosts.is_empty() {
-                let _ = writeln!(out, "admin hosts {}", self.admin.hosts.join(", "));
-            }
-        }
         let t = &self.timeouts;
         let _ = writeln!(
             out,
@@ -58,10 +77,5 @@ impl Config {
             .map_or_else(|| "from the open-files limit".to_owned(), |m| m.to_string());
         let _ = writeln!(out, "retries {}\nmax_connections {limit}", self.retries);
         let _ = writeln!(out, "dns_ttl {}", show(self.dns_ttl));
-        let _ = writeln!(out, "threads {}", self.threads);
-        for warning in &self.warnings {
-            let _ = writeln!(out, "warning: {warning}");
-        }
-        out
     }
 }

@@ -30,16 +30,23 @@ const LATENCY_BUCKETS: [f64; 15] = [
 /// What one scrape reports: the values are read now, the nodes' counters while encoding.
 #[derive(Debug)]
 pub struct Scrape {
+    /// Every service.
+    pub services: Vec<ServiceScrape>,
+    /// Reloads put in force and refused, admin connections rejected.
+    pub process: [u64; 3],
+}
+
+/// One service's part of a scrape.
+#[derive(Debug)]
+pub struct ServiceScrape {
     /// The service's name.
-    pub service: String,
+    pub name: String,
     /// The address its listener is bound to.
     pub listen: String,
     /// Its nodes in service.
     pub nodes: Vec<Arc<Node>>,
     /// Listener counters: accepted, rejected, failed, active.
     pub listener: [u64; 4],
-    /// Reloads put in force and refused, admin connections rejected.
-    pub process: [u64; 3],
 }
 
 /// Renders a scrape in the Prometheus text format (version 0.0.4).
@@ -153,15 +160,14 @@ impl Scrape {
     }
 
     fn nodes(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
-        let service = self.service.as_str();
+        let nodes: Vec<&Arc<Node>> = self.services.iter().flat_map(|s| &s.nodes).collect();
         let labels: Vec<[(&str, String); 2]> = self
-            .nodes
+            .services
             .iter()
-            .map(|n| {
-                [
-                    ("service", service.to_owned()),
-                    ("node", n.address.to_string()),
-                ]
+            .flat_map(|s| {
+                s.nodes
+                    .iter()
+                    .map(|n| [("service", s.name.clone()), ("node", n.address.to_string())])
             })
             .collect();
         for (name, help, kind, read) in PER_NODE {
@@ -171,7 +177,7 @@ impl Scrape {
                 name
             };
             let mut family = encoder.encode_descriptor(name, help, None, kind)?;
-            for (node, labels) in self.nodes.iter().zip(&labels) {
+            for (node, labels) in nodes.iter().zip(&labels) {
                 value(&mut family.encode_family(labels)?, kind, read(node))?;
             }
         }
@@ -181,7 +187,7 @@ impl Scrape {
             None,
             MetricType::Counter,
         )?;
-        for (node, labels) in self.nodes.iter().zip(&labels) {
+        for (node, labels) in nodes.iter().zip(&labels) {
             for kind in FailureKind::ALL {
                 let [s, n] = labels;
                 let with_kind = [s.clone(), n.clone(), ("kind", kind.label().to_owned())];
@@ -199,7 +205,7 @@ impl Scrape {
             None,
             MetricType::Counter,
         )?;
-        for (node, labels) in self.nodes.iter().zip(&labels) {
+        for (node, labels) in nodes.iter().zip(&labels) {
             let [s, n] = labels;
             for (to, v) in [
                 ("down", node.stats.went_down.load(Relaxed)),
@@ -215,7 +221,7 @@ impl Scrape {
             None,
             MetricType::Histogram,
         )?;
-        for (node, labels) in self.nodes.iter().zip(&labels) {
+        for (node, labels) in nodes.iter().zip(&labels) {
             let (cumulative, count) = node.stats.latency_buckets(&LATENCY_BUCKETS);
             // The encoder wants each bucket's own count; it adds them up again.
             let mut below = 0;
@@ -242,10 +248,16 @@ impl Scrape {
     }
 
     fn listener(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
-        let labels = [
-            ("service", self.service.as_str()),
-            ("listener", self.listen.as_str()),
-        ];
+        let labels: Vec<[(&str, &str); 2]> = self
+            .services
+            .iter()
+            .map(|s| {
+                [
+                    ("service", s.name.as_str()),
+                    ("listener", s.listen.as_str()),
+                ]
+            })
+            .collect();
         let families = [
             (LISTENER_ACCEPTED, "Clients accepted.", MetricType::Counter),
             (
@@ -264,14 +276,20 @@ impl Scrape {
                 MetricType::Gauge,
             ),
         ];
-        for ((name, help, kind), v) in families.into_iter().zip(self.listener) {
+        for (k, (name, help, kind)) in families.into_iter().enumerate() {
             let name = if kind == MetricType::Counter {
                 counter_name(name)
             } else {
                 name
             };
             let mut family = encoder.encode_descriptor(name, help, None, kind)?;
-            value(&mut family.encode_family(&labels)?, kind, v)?;
+            for (service, labels) in self.services.iter().zip(&labels) {
+                value(
+                    &mut family.encode_family(labels)?,
+                    kind,
+                    service.listener[k],
+                )?;
+            }
         }
         Ok(())
     }

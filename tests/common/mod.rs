@@ -83,6 +83,15 @@ impl Tierlb {
         addr_in(&line).unwrap_or_else(|| panic!("no addr in {line}"))
     }
 
+    /// The address service `name` listens on (from its `listening` log line).
+    pub fn service_addr(&self, name: &str) -> SocketAddr {
+        let tag = format!("service={name} ");
+        let line = self
+            .wait_log_all(&["listening", &tag], 1, WAIT)
+            .unwrap_or_else(|| panic!("service {name} never listened: {:?}", self.lines()));
+        addr_in(&line).unwrap_or_else(|| panic!("no addr in {line}"))
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

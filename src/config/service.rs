@@ -1,0 +1,266 @@
+//! One service's table read into a [`ServiceConfig`]: its listen address and nodes, and its
+//! `retries`, `dns_ttl`, `max_connections`, `[health]` and `[timeouts]`, each key falling back
+//! to the file's top-level default ([`Defaults`]) when the service does not set it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use toml_edit::{Item, Value};
+
+use super::address::parse_listen;
+use super::walk::{Section, Span, Walk};
+use super::{Balance, ConfigError, HealthConfig, NodeAddr, NodeConfig, ServiceConfig, Timeouts};
+
+/// Largest `rise` or `fall`: the health counters are 16-bit.
+const MAX_RISE_FALL: u32 = u16::MAX as u32;
+
+const HEALTH_KEYS: [&str; 6] = ["interval", "timeout", "rise", "fall", "send", "expect"];
+const TIMEOUT_KEYS: [&str; 3] = ["connect", "idle", "drain"];
+const NODE_KEYS: [&str; 3] = ["address", "weight", "max_connections"];
+/// The keys of a `[services.NAME]` table.
+pub(super) const SERVICE_KEYS: [&str; 8] = [
+    "listen",
+    "nodes",
+    "balance",
+    "retries",
+    "dns_ttl",
+    "max_connections",
+    "health",
+    "timeouts",
+];
+
+/// What an address key must hold, for messages.
+pub(super) const ADDRESS: &str = "an address such as \"0.0.0.0:8000\" or \":8000\"";
+
+/// The settings every service inherits unless it sets its own.
+#[derive(Debug, Clone)]
+pub(super) struct Defaults {
+    pub retries: u32,
+    pub dns_ttl: Duration,
+    pub max_connections: Option<u32>,
+    pub health: HealthConfig,
+    pub timeouts: Timeouts,
+}
+
+/// The service `name` described by `section` (the top level for the single-service form),
+/// with `listen` and `nodes` from the command line when given. `None` when something is
+/// wrong; what is wrong is in `walk`.
+pub(super) fn service(
+    walk: &mut Walk<'_>,
+    section: &Section<'_>,
+    name: &str,
+    base: &Defaults,
+    flags: (Option<SocketAddr>, &[NodeAddr]),
+) -> Result<Option<ServiceConfig>, ConfigError> {
+    let listen = flags.0.or_else(|| address(walk, section, "listen"));
+    let nodes = if flags.1.is_empty() {
+        nodes(walk, section)
+    } else {
+        Some(flag_nodes(flags.1)?)
+    };
+    let balance = balance(walk, section);
+    let retries = walk.count(section, "retries", 0, u32::MAX);
+    let dns_ttl = walk.duration(section, "dns_ttl", true).map(|(d, _)| d);
+    let max_connections = walk.count(section, "max_connections", 1, u32::MAX);
+    let health = health(walk, section, &base.health);
+    let timeouts = timeouts(walk, section, base.timeouts);
+    let (Some(listen), Some(nodes)) = (listen, nodes) else {
+        return Ok(None);
+    };
+    Ok(Some(ServiceConfig {
+        name: name.to_owned(),
+        listen,
+        nodes,
+        balance,
+        retries: retries.unwrap_or(base.retries),
+        retries_written: retries.is_some(),
+        dns_ttl: dns_ttl.unwrap_or(base.dns_ttl),
+        max_connections: max_connections.or(base.max_connections),
+        health,
+        timeouts,
+    }))
+}
+
+/// A listen-style address (`IP:PORT`, or `:PORT` for all IPv4 addresses).
+pub(super) fn address(walk: &mut Walk<'_>, section: &Section<'_>, key: &str) -> Option<SocketAddr> {
+    let (text, span) = walk.string(section, key, ADDRESS)?;
+    match parse_listen(text) {
+        Ok(addr) => Some(addr),
+        Err(message) => {
+            walk.error(&section.key(key), &span, message);
+            None
+        }
+    }
+}
+
+/// `balance`: how the service picks its nodes.
+fn balance(walk: &mut Walk<'_>, section: &Section<'_>) -> Balance {
+    let Some((text, span)) = walk.string(section, "balance", "\"least-connections\"") else {
+        return Balance::LeastConnections;
+    };
+    match text {
+        "least-connections" => Balance::LeastConnections,
+        other => {
+            let message = format!("is \"{other}\"; this version balances by \"least-connections\"");
+            walk.error(&section.key("balance"), &span, message);
+            Balance::LeastConnections
+        }
+    }
+}
+
+/// The nodes given with `-p`: each once.
+fn flag_nodes(flags: &[NodeAddr]) -> Result<Vec<NodeConfig>, ConfigError> {
+    let mut nodes: Vec<NodeConfig> = Vec::new();
+    for address in flags {
+        if nodes.iter().any(|n| &n.address == address) {
+            return Err(ConfigError::Usage(format!(
+                "-p {address} is given twice; give each node once"
+            )));
+        }
+        nodes.push(NodeConfig {
+            address: address.clone(),
+            weight: 1,
+            max_connections: None,
+        });
+    }
+    Ok(nodes)
+}
+
+/// `nodes`: a non-empty list of `"host:port"` or node tables, each address once.
+fn nodes(walk: &mut Walk<'_>, section: &Section<'_>) -> Option<Vec<NodeConfig>> {
+    let (item, span) = walk.item(section, "nodes")?;
+    let key = section.key("nodes");
+    let Some(list) = item.as_array() else {
+        walk.wrong_type(&key, &span, "a list of nodes", item);
+        return None;
+    };
+    if list.is_empty() {
+        let message =
+            "is empty: list at least one node, e.g. [\"node1:8080\"], or pass -p host:port";
+        walk.error(&key, &span, message.to_owned());
+        return None;
+    }
+    let mut nodes: Vec<NodeConfig> = Vec::new();
+    for (i, value) in list.iter().enumerate() {
+        let key = format!("{key}[{i}]");
+        let Some(node) = node(walk, &key, value) else {
+            continue;
+        };
+        if nodes.iter().any(|n| n.address == node.address) {
+            let message = format!(
+                "`{}` is listed twice; give each node once (use weight for a larger share)",
+                node.address
+            );
+            walk.error(&key, &value.span(), message);
+            continue;
+        }
+        nodes.push(node);
+    }
+    Some(nodes)
+}
+
+/// One node entry, `"host:port"` or `{ address = "host:port", weight = N, max_connections = N }`.
+fn node(walk: &mut Walk<'_>, key: &str, value: &Value) -> Option<NodeConfig> {
+    let parse = |walk: &mut Walk<'_>, text: &str, span: &Span, key: &str| {
+        text.parse::<NodeAddr>()
+            .map_err(|message| walk.error(key, span, message))
+            .ok()
+    };
+    if let Some(text) = value.as_str() {
+        let address = parse(walk, text, &value.span(), key)?;
+        return Some(NodeConfig {
+            address,
+            weight: 1,
+            max_connections: None,
+        });
+    }
+    let Some(table) = value.as_inline_table() else {
+        let expected = "a node: \"host:port\" or { address = \"host:port\", weight = N }";
+        walk.wrong_type(key, &value.span(), expected, &Item::Value(value.clone()));
+        return None;
+    };
+    let section = Section {
+        name: key.to_owned(),
+        table,
+    };
+    walk.unknown_keys(&section, &NODE_KEYS, "a node table");
+    let weight = walk.count(&section, "weight", 1, u32::MAX);
+    let max_connections = walk.count(&section, "max_connections", 1, u32::MAX);
+    let Some((text, span)) = walk.string(&section, "address", "an address such as \"node1:8080\"")
+    else {
+        if table.get("address").is_none() {
+            let message = "has no `address`; write { address = \"host:port\" }".to_owned();
+            walk.error(key, &value.span(), message);
+        }
+        return None;
+    };
+    let address = parse(walk, text, &span, &section.key("address"))?;
+    Some(NodeConfig {
+        address,
+        weight: weight.unwrap_or(1),
+        max_connections,
+    })
+}
+
+/// The `[health]` of `section`, each key not set there taken from `base`.
+pub(super) fn health(
+    walk: &mut Walk<'_>,
+    section: &Section<'_>,
+    base: &HealthConfig,
+) -> HealthConfig {
+    let mut health = base.clone();
+    let Some(table) = walk.table(section, "health") else {
+        return health;
+    };
+    let s = Section {
+        name: section.key("health"),
+        table,
+    };
+    let what = format!("[{}]", s.name);
+    walk.unknown_keys(&s, &HEALTH_KEYS, &what);
+    if let Some((d, _)) = walk.duration(&s, "interval", false) {
+        health.interval = d;
+    }
+    if let Some((d, _)) = walk.duration(&s, "timeout", false) {
+        health.timeout = d;
+    }
+    health.rise = walk
+        .count(&s, "rise", 1, MAX_RISE_FALL)
+        .unwrap_or(health.rise);
+    health.fall = walk
+        .count(&s, "fall", 1, MAX_RISE_FALL)
+        .unwrap_or(health.fall);
+    // An empty string clears an inherited send or expect.
+    let bytes = |v: (&str, Span)| Some(v.0.as_bytes().to_vec()).filter(|b| !b.is_empty());
+    if let Some(send) = walk.string(&s, "send", "a string") {
+        health.send = bytes(send);
+    }
+    if let Some(expect) = walk.string(&s, "expect", "a string") {
+        health.expect = bytes(expect);
+    }
+    health
+}
+
+/// The `[timeouts]` of `section`, each key not set there taken from `base`.
+pub(super) fn timeouts(walk: &mut Walk<'_>, section: &Section<'_>, base: Timeouts) -> Timeouts {
+    let mut t = base;
+    let Some(table) = walk.table(section, "timeouts") else {
+        return t;
+    };
+    let s = Section {
+        name: section.key("timeouts"),
+        table,
+    };
+    let what = format!("[{}]", s.name);
+    walk.unknown_keys(&s, &TIMEOUT_KEYS, &what);
+    if let Some((d, _)) = walk.duration(&s, "connect", false) {
+        t.connect = d;
+    }
+    if let Some((d, _)) = walk.duration(&s, "idle", false) {
+        t.idle = d;
+    }
+    if let Some((d, _)) = walk.duration(&s, "drain", true) {
+        t.drain = d;
+    }
+    t
+}
