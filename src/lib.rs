@@ -1,7 +1,8 @@
 //! tierlb: a TCP (layer-4) load balancer.
 //!
-//! Clients connect to one listener; each connection is spliced to the backend node with the
-//! fewest active connections (weighted) among the healthy ones. Broken nodes are found two
+//! Clients connect to a service's listener (one process serves several services, each with
+//! its own node pool); each connection is spliced to the backend node with the fewest
+//! active connections (weighted) among the healthy ones. Broken nodes are found two
 //! ways at once: passively, from real connect failures, and actively, by probes. A failed
 //! connect is retried on the next-best other node, so a dying node costs clients nothing.
 //!
@@ -19,10 +20,11 @@
 //! - [`conn`]: one client from pick to close.
 //! - [`buffers`]: per-thread pools of copy buffers and pipes, held only while bytes move.
 //! - [`limits`]: the descriptor budget that sets the default connection limit.
-//! - [`state`]: what the accept loop, connections, probes and the admin endpoint share.
-//! - [`service`]: one service's shared state (upstream, listener counters).
+//! - [`state`]: the services and what the admin endpoint reads.
+//! - [`service`]: one service's shared state (name, upstream, listener counters).
 //! - [`listener`]: a service's accept loop and connection limit.
-//! - [`server`]: wires the service, probes, reloads and the admin endpoint; drains.
+//! - [`server`]: binds and wires every service, probes, reloads and the admin endpoint;
+//!   drains.
 //! - [`health`]: the active probe loop of each node.
 //! - [`shutdown`]: the signals that stop and reload tierlb.
 //! - [`reload`]: the pure node-list diff and its application on SIGHUP.
@@ -33,10 +35,10 @@
 //!
 //! # How a connection flows
 //!
-//! 1. [`listener`] takes a slot of the connection limit (from `max_connections` or the
-//!    descriptor budget) before accepting, so at the limit clients wait in the kernel's
-//!    accept queue; it accepts and spawns one task per client ([`conn::handle`]).
-//! 2. The task loads the service's [`upstream::Upstream`] (settings, nodes and strategy, one
+//! 1. Each service's [`listener`] takes a slot of its `max_connections` (if set) and of the
+//!    process-wide descriptor budget before accepting, so at a limit clients wait in the
+//!    kernel's accept queue; it accepts and spawns one task per client ([`conn::handle`]).
+//! 2. The task loads its service's [`upstream::Upstream`] (settings, nodes and strategy, one
 //!    lock-free snapshot) and asks it for the best node ([`balancer::pick`]).
 //! 3. [`connect`] tries it with the connect timeout; a failure is counted on that node and the
 //!    next-best untried node is tried, at most `retries` more times. A local failure (out of
