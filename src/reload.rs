@@ -50,25 +50,21 @@ pub struct Diff {
 
 /// Compares two node lists by address.
 pub fn diff(old: &[&NodeAddr], new: &[&NodeAddr]) -> Diff {
-    let mut d = Diff::default();
-    for (j, addr) in new.iter().enumerate() {
-        match old.iter().position(|o| o == addr) {
-            Some(i) => d.kept.push((i, j)),
-            None => d.added.push(j),
-        }
-    }
-    d.removed = (0..old.len())
-        .filter(|i| !d.kept.iter().any(|(k, _)| k == i))
-        .collect();
-    d
+    diff_by(old, new)
 }
 
 /// How a new service list relates to the old one, by index: kept (same name and listen
 /// address), added, removed.
 pub fn diff_services(old: &[(&str, SocketAddr)], new: &[(&str, SocketAddr)]) -> Diff {
+    diff_by(old, new)
+}
+
+/// Which items of `new` are in `old` (kept), which are not (added), and which of `old` are
+/// gone (removed), by equality.
+fn diff_by<T: PartialEq>(old: &[T], new: &[T]) -> Diff {
     let mut d = Diff::default();
-    for (j, service) in new.iter().enumerate() {
-        match old.iter().position(|o| o == service) {
+    for (j, item) in new.iter().enumerate() {
+        match old.iter().position(|o| o == item) {
             Some(i) => d.kept.push((i, j)),
             None => d.added.push(j),
         }
