@@ -73,8 +73,6 @@ pub struct ServiceConfig {
     pub timeouts: Timeouts,
     /// Extra connect attempts after the first, each on another node.
     pub retries: u32,
-    /// Whether `retries` was written for this service or at the top level (for warnings).
-    pub retries_written: bool,
     /// How long a node name's addresses are kept before it is looked up again.
     pub dns_ttl: Duration,
     /// Most client connections open at once on the listener; `None` for no limit.

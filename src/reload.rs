@@ -25,7 +25,7 @@ use crate::config::{Config, NodeAddr, ServiceConfig};
 use crate::node::{Node, NodeSet};
 use crate::service::Service;
 use crate::state::Shared;
-use crate::upstream::{Settings, Upstream};
+use crate::upstream::Upstream;
 
 /// What starts the tasks of new nodes and services.
 pub trait Start {
@@ -186,11 +186,8 @@ fn update(service: &Arc<Service>, new: &ServiceConfig, start: &impl Start) {
             "nodes changed"
         );
     }
-    service.set_upstream(Upstream {
-        settings: Settings::of(new),
-        nodes: NodeSet::from_parts(nodes, retired, current),
-        strategy: crate::upstream::strategy(new.balance),
-    });
+    let nodes = NodeSet::from_parts(nodes, retired, current);
+    service.set_upstream(Upstream::with_nodes(new, nodes));
 }
 
 /// Keeps the settings a reload cannot change, warning about each attempt to.

@@ -48,9 +48,15 @@ pub struct Upstream {
 impl Upstream {
     /// The upstream of the service `config`, every node new (up, on probation).
     pub fn new(config: &ServiceConfig) -> Upstream {
+        let nodes = NodeSet::new(&config.nodes, config.health.rise, config.health.fall);
+        Upstream::with_nodes(config, nodes)
+    }
+
+    /// The upstream of the service `config` over `nodes` (carried over by a reload).
+    pub fn with_nodes(config: &ServiceConfig, nodes: NodeSet) -> Upstream {
         Upstream {
             settings: Settings::of(config),
-            nodes: NodeSet::new(&config.nodes, config.health.rise, config.health.fall),
+            nodes,
             strategy: strategy(config.balance),
         }
     }
@@ -68,7 +74,7 @@ impl Upstream {
 }
 
 /// The pick's strategy for a configured `balance`.
-pub fn strategy(balance: Balance) -> Strategy {
+fn strategy(balance: Balance) -> Strategy {
     match balance {
         Balance::LeastConnections => Strategy::LeastConnections,
     }

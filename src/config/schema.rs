@@ -130,7 +130,6 @@ fn several(
     }
     base.health = service::health(walk, top, &base.health);
     base.timeouts = service::timeouts(walk, top, base.timeouts);
-    let retries_written = top.table.contains_key("retries");
     let Some(table) = walk.table(top, "services") else {
         return Ok(Vec::new());
     };
@@ -183,10 +182,9 @@ fn several(
                 walk.error(&key, &span, message);
             }
         }
-        let Some(mut found) = service::service(walk, &section, name, &base, flags)? else {
+        let Some(found) = service::service(walk, &section, name, &base, flags)? else {
             continue;
         };
-        found.retries_written |= retries_written;
         // Port 0 asks the kernel for a free port: never the same twice.
         let taken = |s: &&ServiceConfig| s.listen == found.listen && found.listen.port() != 0;
         if let Some(other) = services.iter().find(taken) {
@@ -251,8 +249,9 @@ fn likely_wrong(walk: &mut Walk<'_>, top: &Section<'_>, c: &Config) {
             walk.warn(&key, &span, message);
         }
         let nodes = service.nodes.len();
-        if service.retries_written && service.retries as usize >= nodes {
-            let (key, span) = written(top, &prefix, &["retries"]);
+        let (key, span) = written(top, &prefix, &["retries"]);
+        // Only a value someone wrote: the default with a single node is no mistake.
+        if span.is_some() && service.retries as usize >= nodes {
             let message = format!(
                 "is {}, but with {nodes} node(s) a client can be retried at most {} time(s): each node is tried once per client",
                 service.retries,

@@ -73,7 +73,6 @@ pub(super) fn service(
         nodes,
         balance,
         retries: retries.unwrap_or(base.retries),
-        retries_written: retries.is_some(),
         dns_ttl: dns_ttl.unwrap_or(base.dns_ttl),
         max_connections: max_connections.or(base.max_connections),
         health,
