@@ -8,13 +8,14 @@
 //!   connections, open ones finish) and back. Refused unless `[admin] token` is set and sent
 //!   as `Authorization: Bearer TOKEN`; the token is compared in constant time.
 //!
-//! Read endpoints change nothing; the write endpoints change only a node's drain flag.
+//! Read endpoints change nothing; the write endpoints change only a node's drain flag (in a
+//! cluster, on every instance: the decision is published).
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,8 +23,12 @@ use axum::{Json, Router};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::Cluster;
 use crate::metrics;
 use crate::state::Shared;
+
+/// The cluster membership, when `[cluster]` is set: handlers reach it as an extension.
+type Members = Extension<Option<Arc<Cluster>>>;
 
 mod guard;
 mod serve;
@@ -34,12 +39,13 @@ mod status;
 pub fn start(
     addr: SocketAddr,
     shared: Arc<Shared>,
+    cluster: Option<Arc<Cluster>>,
     max_connections: u32,
     stop: CancellationToken,
 ) -> io::Result<()> {
     serve::start(
         addr,
-        router(Arc::clone(&shared)),
+        router(Arc::clone(&shared), cluster),
         shared,
         max_connections,
         stop,
@@ -47,7 +53,7 @@ pub fn start(
 }
 
 /// The routes; unknown paths get a 404 that lists the known ones, wrong methods a 405.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(shared: Arc<Shared>, cluster: Option<Arc<Cluster>>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/metrics", get(prometheus))
@@ -62,6 +68,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 "not found; try GET /, /metrics, /status or POST /services/{service}/nodes/{address}/drain|enable\n",
             )
         })
+        .layer(Extension(cluster))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),
             guard::check_host,
@@ -69,7 +76,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
+async fn prometheus(State(shared): State<Arc<Shared>>, Extension(cluster): Members) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
     let p = &shared.process;
     let services = shared
@@ -97,6 +104,7 @@ async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
             p.reloads_failed.load(Relaxed),
             p.admin_rejected.load(Relaxed),
         ],
+        cluster: cluster.as_deref().map(cluster_scrape),
     };
     match metrics::render(scrape) {
         Ok(text) => (
@@ -115,45 +123,67 @@ async fn prometheus(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> Json<Value> {
-    Json(status::status_json(&shared))
+/// The cluster's part of a scrape.
+fn cluster_scrape(cluster: &Cluster) -> metrics::ClusterScrape {
+    use std::sync::atomic::Ordering::Relaxed;
+    let members = cluster.members();
+    let alive = members.iter().filter(|m| m.alive).count() as u64;
+    let t = &cluster.traffic;
+    metrics::ClusterScrape {
+        alive,
+        dead: members.len() as u64 - alive,
+        rejected: t.rejected.load(Relaxed),
+        sent: [t.sent.load(Relaxed), t.sent_bytes.load(Relaxed)],
+        received: [t.received.load(Relaxed), t.received_bytes.load(Relaxed)],
+        send_errors: t.send_errors.load(Relaxed),
+    }
+}
+
+async fn status(State(shared): State<Arc<Shared>>, Extension(cluster): Members) -> Json<Value> {
+    Json(status::status_json(&shared, cluster.as_deref()))
 }
 
 async fn drain(
     state: State<Arc<Shared>>,
+    members: Members,
     Path((service, address)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    set_drained(state, Some(service), address, headers, true)
+    set_drained(state, members, Some(service), address, headers, true)
 }
 
 async fn enable(
     state: State<Arc<Shared>>,
+    members: Members,
     Path((service, address)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    set_drained(state, Some(service), address, headers, false)
+    set_drained(state, members, Some(service), address, headers, false)
 }
 
 async fn drain_only(
     state: State<Arc<Shared>>,
+    members: Members,
     Path(address): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    set_drained(state, None, address, headers, true)
+    set_drained(state, members, None, address, headers, true)
 }
 
 async fn enable_only(
     state: State<Arc<Shared>>,
+    members: Members,
     Path(address): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    set_drained(state, None, address, headers, false)
+    set_drained(state, members, None, address, headers, false)
 }
 
-/// Drains or enables a node of `service` (the only service, when `None`).
+/// Drains or enables a node of `service` (the only service, when `None`); in a cluster, the
+/// decision is stamped and published, so every instance applies it.
 fn set_drained(
     State(shared): State<Arc<Shared>>,
+    Extension(cluster): Members,
     service: Option<String>,
     address: String,
     headers: HeaderMap,
@@ -180,7 +210,10 @@ fn set_drained(
     let upstream = service.upstream();
     match upstream.nodes.find(&address) {
         Some(node) => {
-            node.set_drained(drained);
+            match &cluster {
+                Some(c) => c.decide(node, drained),
+                None => node.set_drained(drained, None),
+            }
             Json(status::node_json(node)).into_response()
         }
         None => (
@@ -191,10 +224,10 @@ fn set_drained(
     }
 }
 
-async fn page(State(shared): State<Arc<Shared>>) -> Html<String> {
+async fn page(State(shared): State<Arc<Shared>>, Extension(cluster): Members) -> Html<String> {
     // The page renders itself from this snapshot at once, then polls `/status`. Inside a
     // script element only `</` could end it early; JSON never needs it unescaped.
-    let snapshot = status::status_json(&shared)
+    let snapshot = status::status_json(&shared, cluster.as_deref())
         .to_string()
         .replace("</", "<\\/");
     Html(PAGE.replace("{{STATUS}}", &snapshot))

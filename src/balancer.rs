@@ -21,8 +21,10 @@
 //! within a small constant of the average. Should the draws find no eligible up node, the
 //! full scan decides, so a mostly-down set is still handled exactly.
 //!
-//! Down nodes are only picked when no untried up node is left: a wrong "down" must never turn
-//! into an outage. Nodes at their connection limit and nodes already tried for this client
+//! A node's load counts its connections on every live instance of a cluster (this one's, plus
+//! the peers' last published counts). Suspect nodes (reported down by a peer, not yet checked
+//! here) are only picked when no untried up, unsuspected node is left, and down nodes only
+//! when no untried up or suspect node is: a wrong "down" must never turn into an outage. Nodes at their connection limit and nodes already tried for this client
 //! are never picked.
 
 use std::cmp::Ordering;
@@ -32,12 +34,17 @@ use crate::node::{later, Node};
 
 /// What the pick needs to know about a node.
 pub trait Load {
-    /// Connections open now.
+    /// Connections open now: in a cluster, on every live instance.
     fn active(&self) -> u32;
     /// Relative share, at least 1.
     fn weight(&self) -> u32;
     /// Whether the node is up.
     fn is_up(&self) -> bool;
+    /// Whether a cluster peer reports the node down and this instance has not checked since:
+    /// picked only when no up, unsuspected node can take the client.
+    fn is_suspect(&self) -> bool {
+        false
+    }
     /// Whether the node is at its connection limit.
     fn is_full(&self) -> bool;
     /// Its virtual pass, for turns among ties (see [`crate::node::advance`]).
@@ -46,7 +53,7 @@ pub trait Load {
 
 impl Load for Arc<Node> {
     fn active(&self) -> u32 {
-        Node::active(self)
+        Node::cluster_active(self)
     }
     fn weight(&self) -> u32 {
         Node::weight(self)
@@ -59,6 +66,9 @@ impl Load for Arc<Node> {
     }
     fn pass(&self) -> u64 {
         Node::pass(self)
+    }
+    fn is_suspect(&self) -> bool {
+        Node::is_suspect(self)
     }
 }
 
@@ -114,10 +124,12 @@ fn least_connections<N: Load>(
     scan(nodes, vtime, tried)
 }
 
-/// How a candidate ranks: up beats down, then the lighter load, then the earlier pass.
+/// How a candidate ranks: up beats suspect beats down, then the lighter load, then the
+/// earlier pass.
 #[derive(Clone, Copy)]
 struct Rank {
-    up: bool,
+    /// 0 up, 1 suspect, 2 down.
+    tier: u8,
     /// (active, weight)
     load: (u64, u64),
     /// The pass lifted to the virtual time.
@@ -127,7 +139,7 @@ struct Rank {
 impl Rank {
     fn of<N: Load>(node: &N, vtime: u64) -> Rank {
         Rank {
-            up: node.is_up(),
+            tier: tier(node),
             load: (u64::from(node.active()), u64::from(node.weight().max(1))),
             pass: later(node.pass(), vtime),
         }
@@ -135,8 +147,8 @@ impl Rank {
 
     /// Whether `self` should be picked before `other`.
     fn beats(&self, other: &Rank) -> bool {
-        if self.up != other.up {
-            return self.up;
+        if self.tier != other.tier {
+            return self.tier < other.tier;
         }
         let (a, b) = (self.load, other.load);
         match (a.0 * b.1).cmp(&(b.0 * a.1)) {
@@ -147,7 +159,16 @@ impl Rank {
     }
 }
 
-/// The better of two eligible up nodes drawn at random, if the draws find two.
+/// 0 for an up node, 1 for a suspect one, 2 for a down one.
+fn tier<N: Load>(node: &N) -> u8 {
+    if !node.is_up() {
+        2
+    } else {
+        u8::from(node.is_suspect())
+    }
+}
+
+/// The better of two eligible up, unsuspected nodes drawn at random, if the draws find two.
 fn sample<N: Load>(nodes: &[N], vtime: u64, seed: usize, tried: &[usize]) -> Option<usize> {
     let n = nodes.len() as u64;
     let mut state = seed as u64;
@@ -158,7 +179,7 @@ fn sample<N: Load>(nodes: &[N], vtime: u64, seed: usize, tried: &[usize]) -> Opt
         // Multiply-shift maps the draw onto 0..n without a division.
         let i = (((state >> 32) * n) >> 32) as usize;
         let node = &nodes[i];
-        if !node.is_up() || node.is_full() || tried.contains(&i) {
+        if tier(node) != 0 || node.is_full() || tried.contains(&i) {
             continue;
         }
         let rank = Rank::of(node, vtime);

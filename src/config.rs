@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 mod address;
+mod cluster;
 mod duration;
 mod schema;
 mod service;
@@ -22,6 +23,7 @@ mod summary;
 mod walk;
 
 pub use address::{parse_listen, parse_node_flag, NodeAddr};
+pub use cluster::{ClusterConfig, Secret, DEFAULT_GOSSIP_INTERVAL, MIN_SECRET_LEN};
 pub use duration::show as show_duration;
 
 /// Default probe interval.
@@ -52,6 +54,8 @@ pub struct Config {
     pub threads: usize,
     /// The admin endpoint (`[admin]`, or `--admin`).
     pub admin: AdminConfig,
+    /// Several instances acting as one (`[cluster]`); `None` runs alone.
+    pub cluster: Option<ClusterConfig>,
     /// Values that are legal but likely wrong, each naming the file, line and key.
     pub warnings: Vec<String>,
 }

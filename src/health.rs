@@ -2,7 +2,8 @@
 //!
 //! A probe connects within `health.timeout`; with `send` it writes those bytes, with `expect`
 //! it passes only if the reply starts with those bytes. The result feeds the same
-//! [`Node::observe`] as real connects do. Probes run as their own tasks and never hold
+//! [`Node::observe`] as real connects do. A node that turns suspect (a cluster peer reports it
+//! down) is probed at once, out of turn. Probes run as their own tasks and never hold
 //! anything the data path waits on.
 
 use std::sync::Arc;
@@ -118,7 +119,11 @@ async fn probe_loop(node: &Node, service: &Service) {
         .mul_f64(0.1 * fastrand::f64());
     let mut next = Instant::now() + first;
     loop {
-        tokio::time::sleep_until(next).await;
+        // A node a cluster peer reports down is probed at once (see `cluster`).
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            () = node.peers.probe_now.notified() => {}
+        }
         let upstream = service.upstream();
         let settings = &upstream.settings;
         // A probe that only connects proves the node listens; one that got the expected reply

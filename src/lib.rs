@@ -67,6 +67,7 @@ pub(crate) mod admin;
 pub mod balancer;
 pub(crate) mod buffers;
 pub mod cli;
+pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod conn;
 pub(crate) mod connect;

@@ -48,6 +48,22 @@ pub const BUILD_INFO: &str = "tierlb_build_info";
 pub const RELOADS: &str = "tierlb_reloads_total";
 /// Admin connections closed at once because the admin endpoint was at its limit.
 pub const ADMIN_REJECTED: &str = "tierlb_admin_rejected_total";
+/// Live cluster peers reporting the node down.
+pub const NODE_PEER_DOWN: &str = "tierlb_node_peer_down";
+/// Whether the node is suspect: up here, reported down by a peer, being checked.
+pub const NODE_SUSPECT: &str = "tierlb_node_suspect";
+/// The live cluster peers' connections open to the node (their last published counts).
+pub const NODE_PEER_ACTIVE: &str = "tierlb_node_peer_active_connections";
+/// Cluster members by state (`alive`, `dead`), this instance included.
+pub const CLUSTER_MEMBERS: &str = "tierlb_cluster_members";
+/// Gossip datagrams dropped before parsing: not sealed with the cluster secret, or malformed.
+pub const CLUSTER_REJECTED: &str = "tierlb_cluster_packets_rejected_total";
+/// Gossip datagrams by direction (`sent`, `received`).
+pub const CLUSTER_PACKETS: &str = "tierlb_cluster_packets_total";
+/// Gossip bytes (UDP payload) by direction (`sent`, `received`).
+pub const CLUSTER_BYTES: &str = "tierlb_cluster_bytes_total";
+/// Gossip datagrams that could not be sent (unreachable peer, firewall).
+pub const CLUSTER_SEND_ERRORS: &str = "tierlb_cluster_send_errors_total";
 
 /// Process-wide counters.
 #[derive(Debug, Default)]
@@ -92,4 +108,4 @@ impl Drop for ActiveClient<'_> {
 
 mod render;
 
-pub use render::{render, Scrape, ServiceScrape};
+pub use render::{render, ClusterScrape, Scrape, ServiceScrape};

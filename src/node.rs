@@ -16,15 +16,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{show_duration, NodeAddr, NodeConfig};
+use crate::config::{NodeAddr, NodeConfig};
 mod dns;
+mod peers;
 mod recent;
+mod set;
 mod state;
 mod stats;
 mod turns;
 
 pub use dns::{DnsCache, DnsError};
+pub use peers::{Decision, PeerReport, PeerView, Verdict};
 pub use recent::{Recent, Sample};
+pub use set::NodeSet;
 pub use state::{Health, Observation, Transition};
 pub use stats::{FailureKind, NodeStats};
 pub use turns::{advance, later, STRIDE};
@@ -80,6 +84,8 @@ pub struct Node {
     last_check: Mutex<Option<Check>>,
     /// Recent DNS answers for a named node.
     pub dns: DnsCache,
+    /// What the other instances of the cluster say about the node.
+    pub peers: PeerView,
 }
 
 impl Node {
@@ -100,6 +106,7 @@ impl Node {
             stats: NodeStats::default(),
             last_check: Mutex::new(None),
             dns: DnsCache::default(),
+            peers: PeerView::default(),
         };
         node.configure(config, rise, fall);
         node
@@ -131,6 +138,16 @@ impl Node {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// Connections open now cluster-wide: this instance's and the live peers' last counts.
+    pub fn cluster_active(&self) -> u32 {
+        self.active().saturating_add(self.peers.load())
+    }
+
+    /// Whether a live peer reports the node down and this instance has not checked since.
+    pub fn is_suspect(&self) -> bool {
+        self.peers.is_suspect()
+    }
+
     /// Whether the node takes no new connection now: at its `max_connections`, or drained.
     pub fn is_full(&self) -> bool {
         self.active() >= self.max_connections.load(Ordering::Relaxed)
@@ -142,12 +159,21 @@ impl Node {
         self.drained.load(Ordering::Relaxed)
     }
 
-    /// Drains the node (no new connections) or puts it back in service.
-    pub fn set_drained(&self, drained: bool) {
+    /// Drains the node (no new connections) or puts it back in service, as decided through
+    /// this instance's admin endpoint or, with `via`, another instance's.
+    pub fn set_drained(&self, drained: bool, via: Option<&str>) {
         if self.drained.swap(drained, Ordering::Relaxed) != drained {
             self.mark_change();
             let state = if drained { "drained" } else { "enabled" };
-            tracing::info!(node = %self.address, active = self.active(), "node {state} by the operator");
+            let active = self.active();
+            match via {
+                None => {
+                    tracing::info!(node = %self.address, active, "node {state} by the operator")
+                }
+                Some(peer) => {
+                    tracing::info!(node = %self.address, active, via = peer, "node {state} by the operator through {peer}")
+                }
+            }
         }
     }
 
@@ -206,6 +232,10 @@ impl Node {
         reason: &dyn fmt::Display,
     ) -> Option<(Transition, Duration)> {
         let passed = matches!(seen, Observation::Accepted | Observation::Answered);
+        if passed {
+            self.peers.succeeded(epoch_ms(SystemTime::now()));
+            self.peers.clear_suspect();
+        }
         if !(passed && source == Source::Client) {
             if let Ok(mut last) = self.last_check.lock() {
                 *last = Some(Check {
@@ -215,10 +245,13 @@ impl Node {
                 });
             }
         }
-        let (rise, fall) = (
-            self.rise.load(Ordering::Relaxed),
-            self.fall.load(Ordering::Relaxed),
-        );
+        // A suspect node's own failure confirms the peer's report: down at once.
+        let fall = if self.is_suspect() {
+            1
+        } else {
+            self.fall.load(Ordering::Relaxed)
+        };
+        let rise = self.rise.load(Ordering::Relaxed);
         let mut current = self.health.load(Ordering::Acquire);
         loop {
             let (next, transition) = Health::unpack(current).observe(seen, rise, fall);
@@ -247,7 +280,7 @@ impl Node {
 }
 
 /// Milliseconds since the Unix epoch (0 for a clock set before it).
-fn epoch_ms(at: SystemTime) -> u64 {
+pub fn epoch_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -268,106 +301,6 @@ impl ActiveGuard {
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.node.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The nodes in service, in configured order, and the nodes a reload removed that still have
-/// connections running. Shared behind an `ArcSwap`, so readers never lock.
-#[derive(Debug, Default)]
-pub struct NodeSet {
-    /// The nodes in service.
-    pub nodes: Vec<Arc<Node>>,
-    /// Removed by a reload, draining their open connections; no new connection goes there.
-    pub retired: Vec<Arc<Node>>,
-    /// Set while no node is up, so that "no node is up" and "service resumed" are each
-    /// logged once.
-    all_down: AtomicBool,
-    /// The virtual time of turns among ties: the pass of the last pick.
-    vtime: AtomicU64,
-}
-
-impl NodeSet {
-    /// Builds the set for a list of node configs, every node new.
-    pub fn new(nodes: &[NodeConfig], rise: u32, fall: u32) -> NodeSet {
-        NodeSet {
-            nodes: nodes
-                .iter()
-                .map(|n| Arc::new(Node::new(n, rise, fall)))
-                .collect(),
-            retired: Vec::new(),
-            all_down: AtomicBool::new(false),
-            vtime: AtomicU64::new(0),
-        }
-    }
-
-    /// The set for nodes carried over from `previous` by a reload (with its virtual time).
-    pub fn from_parts(
-        nodes: Vec<Arc<Node>>,
-        retired: Vec<Arc<Node>>,
-        previous: &NodeSet,
-    ) -> NodeSet {
-        let all_down = !nodes.is_empty() && !nodes.iter().any(|n| n.is_up());
-        NodeSet {
-            nodes,
-            retired,
-            all_down: AtomicBool::new(all_down),
-            vtime: AtomicU64::new(previous.vtime()),
-        }
-    }
-
-    /// The virtual time of turns among ties.
-    pub fn vtime(&self) -> u64 {
-        self.vtime.load(Ordering::Relaxed)
-    }
-
-    /// Records that the node at `index` was picked: its pass moves on by its stride. Two
-    /// picks at once may both see the old values; turns are then off by one, never stuck.
-    pub fn picked(&self, index: usize) {
-        if let Some(node) = self.nodes.get(index) {
-            let (pass, vtime) = advance(node.pass(), self.vtime(), node.weight());
-            node.pass.store(pass, Ordering::Relaxed);
-            self.vtime.store(vtime, Ordering::Relaxed);
-        }
-    }
-
-    /// Records one result about `node` (one of this set's) and logs the state change it
-    /// causes, once: `node down` with the reason and how many nodes are still up, `node up`
-    /// with how long it was down, and one warning when no node is up any more (clients are
-    /// then tried on down nodes anyway) and one line when service resumes.
-    pub fn observe(
-        &self,
-        node: &Node,
-        source: Source,
-        seen: Observation,
-        reason: &dyn fmt::Display,
-    ) -> Option<Transition> {
-        let (transition, lasted) = node.observe(source, seen, reason)?;
-        let up = self.nodes.iter().filter(|n| n.is_up()).count();
-        let total = self.nodes.len();
-        let lasted = show_duration(Duration::from_millis(lasted.as_millis() as u64));
-        match transition {
-            Transition::Down => {
-                tracing::warn!(node = %node.address, %reason, up, total, "node down; {up} of {total} nodes up");
-                if up == 0 && !self.all_down.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        total,
-                        "no node is up: clients are still tried on the down nodes, in order"
-                    );
-                }
-            }
-            Transition::Up => {
-                tracing::info!(node = %node.address, %reason, down_for = %lasted, up, total, "node up after {lasted} down; {up} of {total} nodes up");
-                if self.all_down.swap(false, Ordering::Relaxed) {
-                    tracing::info!(node = %node.address, "service resumed: a node is up again");
-                }
-            }
-        }
-        Some(transition)
-    }
-
-    /// The node in service with this address, as written in the config or as displayed.
-    pub fn find(&self, address: &str) -> Option<&Arc<Node>> {
-        self.nodes.iter().find(|n| n.address.to_string() == address)
     }
 }
 

@@ -13,7 +13,7 @@
 //! health settings apply to connections and probes that start after the reload.
 //!
 //! What cannot change without a restart is kept as it was, with a warning: the admin address,
-//! `threads` and a kept service's `max_connections`.
+//! `threads`, `[cluster]` and a kept service's `max_connections`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -203,6 +203,10 @@ fn keep_fixed(old: &Config, new: &mut Config) {
             "threads cannot change by reload; restart to apply"
         );
         new.threads = old.threads;
+    }
+    if new.cluster != old.cluster {
+        tracing::warn!("[cluster] cannot change by reload; restart to apply");
+        new.cluster.clone_from(&old.cluster);
     }
 }
 

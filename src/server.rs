@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::cluster::Cluster;
 use crate::config::{show_duration, Config, ServiceConfig};
 use crate::limits::Budget;
 use crate::listener::{self, Limits};
@@ -128,12 +129,28 @@ pub async fn serve(
     }
     let limits: Vec<Option<u32>> = config.services.iter().map(|s| s.max_connections).collect();
     let admin = config.admin.listen;
+    let cluster_config = config.cluster.clone();
     let shared = Shared::new(config, services.clone());
-    // The admin endpoint keeps serving through the drain, and stops when this returns.
+    // The admin endpoint and gossip keep running through the drain, and stop when this
+    // returns.
     let admin_stop = CancellationToken::new();
     let _stop_admin_on_return = admin_stop.clone().drop_guard();
+    let cluster = match &cluster_config {
+        Some(c) => Some(
+            Cluster::start(c, Arc::clone(&shared), admin_stop.clone())
+                .await
+                .map_err(|e| io::Error::other(format!("{e:#}")))?,
+        ),
+        None => None,
+    };
     if let Some(addr) = admin {
-        admin::start(addr, Arc::clone(&shared), tasks.budget.admin, admin_stop)?;
+        admin::start(
+            addr,
+            Arc::clone(&shared),
+            cluster,
+            tasks.budget.admin,
+            admin_stop,
+        )?;
     }
     for ((service, listener), max) in services.iter().zip(listeners).zip(limits) {
         for node in &service.upstream().nodes.nodes {

@@ -3,10 +3,11 @@
 //! traffic, and the process's version and uptime.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use crate::cluster::{stamp_ms, Cluster};
 use crate::node::FailureKind;
 use crate::node::Node;
 use crate::service::Service;
@@ -24,12 +25,13 @@ fn seconds_since(at: SystemTime) -> u64 {
     clippy::disallowed_methods,
     reason = "json! unwraps serde_json::to_value, which cannot fail for numbers, strings and Values"
 )]
-pub fn status_json(shared: &Shared) -> Value {
+pub fn status_json(shared: &Shared, cluster: Option<&Cluster>) -> Value {
     let services: Vec<Value> = shared.services().iter().map(|s| service_json(s)).collect();
     let mut status = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": seconds_since(shared.started),
         "services": services,
+        "cluster": cluster.map(cluster_json),
     });
     // With one service, its fields stand at the top level too, as before services existed.
     if let ([only], Some(map)) = (services.as_slice(), status.as_object_mut()) {
@@ -42,6 +44,31 @@ pub fn status_json(shared: &Shared) -> Value {
         }
     }
     status
+}
+
+/// The cluster: this instance's name and every member as the failure detector sees it.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "json! unwraps serde_json::to_value, which cannot fail for numbers, strings and Values"
+)]
+fn cluster_json(cluster: &Cluster) -> Value {
+    let members: Vec<Value> = cluster
+        .members()
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m.name,
+                "address": m.address.to_string(),
+                "alive": m.alive,
+                "self": m.this,
+                "last_seen": humantime::format_rfc3339_seconds(m.last_seen).to_string(),
+                "seconds_since_seen": seconds_since(m.last_seen),
+                "fingerprint": m.fingerprint,
+                "drift": m.drift,
+            })
+        })
+        .collect();
+    json!({ "name": cluster.name, "advertise": cluster.advertise.to_string(), "members": members })
 }
 
 /// One service: its listener, nodes and the removed nodes still draining.
@@ -134,16 +161,49 @@ pub(super) fn node_json(n: &Node) -> Value {
         "connect_latency_seconds": latency,
         "last_check": last,
         "recent": recent,
+        "suspect": n.is_suspect(),
+        "cluster_active": n.cluster_active(),
+        "peers": peers_json(n),
+        "decision": n.peers.decision().map(|d| json!({
+            "drained": d.drained,
+            "by": d.by,
+            "at": humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(stamp_ms(d.stamp))).to_string(),
+        })),
     })
 }
 
-/// "drained", "up" or "down": what the operator sees first.
+/// Each live peer's verdict about the node and its count there.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "json! unwraps serde_json::to_value, which cannot fail for numbers, strings and Values"
+)]
+fn peers_json(n: &Node) -> Vec<Value> {
+    n.peers
+        .reports()
+        .iter()
+        .map(|r| {
+            let since = UNIX_EPOCH + Duration::from_millis(r.verdict.since_ms);
+            json!({
+                "name": r.peer,
+                "up": r.verdict.up,
+                "since": humantime::format_rfc3339_seconds(since).to_string(),
+                "reason": r.verdict.reason,
+                "active": r.active,
+            })
+        })
+        .collect()
+}
+
+/// "drained", "up", "suspect" (up here, reported down by a peer, being checked) or "down":
+/// what the operator sees first.
 pub(super) fn state(n: &Node) -> &'static str {
     if n.is_drained() {
         "drained"
-    } else if n.is_up() {
-        "up"
-    } else {
+    } else if !n.is_up() {
         "down"
+    } else if n.is_suspect() {
+        "suspect"
+    } else {
+        "up"
     }
 }

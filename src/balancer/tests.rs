@@ -11,6 +11,7 @@ struct Fake {
     up: bool,
     full: bool,
     pass: u64,
+    suspect: bool,
 }
 
 impl Load for Fake {
@@ -28,6 +29,9 @@ impl Load for Fake {
     }
     fn pass(&self) -> u64 {
         self.pass
+    }
+    fn is_suspect(&self) -> bool {
+        self.suspect
     }
 }
 
@@ -62,6 +66,7 @@ fn nodes(weights: &[u32]) -> Vec<Fake> {
             up: true,
             full: false,
             pass: 0,
+            suspect: false,
         })
         .collect()
 }
@@ -248,6 +253,34 @@ fn down_nodes_only_when_no_up_node_is_left() {
         "then the down node is tried"
     );
     assert_eq!(least_connections(&n, 0, 0, &[0, 1]), None);
+}
+
+#[rstest]
+#[case(3)]
+#[case(100)]
+fn suspect_nodes_only_when_no_up_unsuspected_node_is_left(#[case] size: usize) {
+    let mut n = nodes(&vec![1; size]);
+    for node in &mut n[..size - 1] {
+        node.suspect = true;
+    }
+    n[size - 1].active = 1000;
+    n[0].up = false;
+    assert_eq!(
+        least_connections(&n, 0, 7, &[]),
+        Some(size - 1),
+        "a busy up node beats idle suspect ones"
+    );
+    assert_eq!(
+        least_connections(&n, 0, 7, &[size - 1]),
+        Some(1),
+        "then a suspect node, before the down one"
+    );
+    let all_but_down: Vec<usize> = (1..size).collect();
+    assert_eq!(
+        least_connections(&n, 0, 7, &all_but_down),
+        Some(0),
+        "and the down node last: fail-open"
+    );
 }
 
 #[test]

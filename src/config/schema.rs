@@ -17,7 +17,7 @@ use super::{
 /// Most runtime threads: far more than any machine's cores, far fewer than would exhaust it.
 const MAX_THREADS: u32 = 1024;
 
-const TOP_KEYS: [&str; 11] = [
+const TOP_KEYS: [&str; 12] = [
     "listen",
     "nodes",
     "balance",
@@ -28,6 +28,7 @@ const TOP_KEYS: [&str; 11] = [
     "health",
     "timeouts",
     "admin",
+    "cluster",
     "services",
 ];
 const ADMIN_KEYS: [&str; 3] = ["listen", "token", "hosts"];
@@ -48,6 +49,7 @@ pub(super) fn read(text: &str, path: &str, overrides: &Overrides) -> Result<Conf
     walk.unknown_keys(&top, &TOP_KEYS, "the top level");
     let threads = walk.count(&top, "threads", 1, MAX_THREADS);
     let admin = admin(&mut walk, &top, overrides);
+    let cluster = super::cluster::read(&mut walk, &top, path);
     let services = if top.table.contains_key("services") {
         several(&mut walk, &top, overrides)?
     } else {
@@ -60,6 +62,7 @@ pub(super) fn read(text: &str, path: &str, overrides: &Overrides) -> Result<Conf
         services,
         threads: threads.map_or_else(default_threads, |t| t as usize),
         admin,
+        cluster,
         warnings: Vec::new(),
     };
     likely_wrong(&mut walk, &top, &config);

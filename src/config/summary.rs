@@ -31,6 +31,31 @@ impl Config {
                 let _ = writeln!(out, "admin hosts {}", self.admin.hosts.join(", "));
             }
         }
+        if let Some(c) = &self.cluster {
+            let advertise = c
+                .advertise
+                .map_or_else(|| "the listen address".to_owned(), |a| a.to_string());
+            let peers: Vec<String> = c.peers.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                out,
+                "cluster {} listen {} advertise {advertise} interval {}",
+                c.name,
+                c.listen,
+                show(c.interval)
+            );
+            let peers = if peers.is_empty() {
+                "none".to_owned()
+            } else {
+                peers.join(", ")
+            };
+            let _ = writeln!(out, "cluster peers {peers}");
+            let _ = writeln!(
+                out,
+                "cluster secret {} ({} bytes)",
+                c.secret_origin,
+                c.secret.bytes().len()
+            );
+        }
         let _ = writeln!(out, "threads {}", self.threads);
         for warning in &self.warnings {
             let _ = writeln!(out, "warning: {warning}");

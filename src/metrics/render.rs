@@ -16,10 +16,14 @@ use prometheus_client::registry::Registry;
 use super::{
     ADMIN_REJECTED, BUILD_INFO, LISTENER_ACCEPTED, LISTENER_ACTIVE, LISTENER_FAILED,
     LISTENER_REJECTED, NODE_ACTIVE, NODE_CONNECTIONS, NODE_CONNECT_FAILURES, NODE_CONNECT_LATENCY,
-    NODE_DRAINED, NODE_PROBE_FAILURES, NODE_RECEIVED_BYTES, NODE_RETRIES, NODE_SENT_BYTES,
-    NODE_TRANSITIONS, NODE_UP, RELOADS,
+    NODE_DRAINED, NODE_PEER_ACTIVE, NODE_PEER_DOWN, NODE_PROBE_FAILURES, NODE_RECEIVED_BYTES,
+    NODE_RETRIES, NODE_SENT_BYTES, NODE_SUSPECT, NODE_TRANSITIONS, NODE_UP, RELOADS,
 };
 use crate::node::{FailureKind, Node};
+
+mod cluster;
+
+pub use cluster::ClusterScrape;
 
 /// Upper bounds (seconds) of the connect-latency histogram's buckets, +Inf implied.
 const LATENCY_BUCKETS: [f64; 15] = [
@@ -34,6 +38,8 @@ pub struct Scrape {
     pub services: Vec<ServiceScrape>,
     /// Reloads put in force and refused, admin connections rejected.
     pub process: [u64; 3],
+    /// The cluster's figures, when `[cluster]` is set.
+    pub cluster: Option<ClusterScrape>,
 }
 
 /// One service's part of a scrape.
@@ -59,14 +65,14 @@ pub fn render(scrape: Scrape) -> Result<String, fmt::Error> {
 }
 
 /// A counter's family name as prometheus-client wants it: without `_total`, which it adds.
-fn counter_name(name: &str) -> &str {
+pub(super) fn counter_name(name: &str) -> &str {
     name.strip_suffix("_total").unwrap_or(name)
 }
 
 /// The per-node families with no label but `service` and `node`: name, help, type, value.
 type PerNode = (&'static str, &'static str, MetricType, fn(&Node) -> u64);
 
-const PER_NODE: [PerNode; 8] = [
+const PER_NODE: [PerNode; 11] = [
     (
         NODE_UP,
         "Whether the node is up (1) or down (0).",
@@ -104,6 +110,24 @@ const PER_NODE: [PerNode; 8] = [
         |n| n.stats.probe_failures.load(Relaxed),
     ),
     (
+        NODE_SUSPECT,
+        "Whether the node is suspect (1): up here, reported down by a cluster peer, being checked.",
+        MetricType::Gauge,
+        |n| u64::from(n.is_suspect()),
+    ),
+    (
+        NODE_PEER_DOWN,
+        "Live cluster peers that report the node down.",
+        MetricType::Gauge,
+        |n| u64::from(n.peers.down_reports()),
+    ),
+    (
+        NODE_PEER_ACTIVE,
+        "The live cluster peers' connections open to the node, as they last published.",
+        MetricType::Gauge,
+        |n| u64::from(n.peers.load()),
+    ),
+    (
         NODE_SENT_BYTES,
         "Bytes from clients to the node, counted at close.",
         MetricType::Counter,
@@ -118,7 +142,7 @@ const PER_NODE: [PerNode; 8] = [
 ];
 
 /// Encodes one sample of a counter or gauge.
-fn value(
+pub(super) fn value(
     encoder: &mut prometheus_client::encoding::MetricEncoder<'_>,
     kind: MetricType,
     v: u64,
@@ -298,6 +322,9 @@ impl Scrape {
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         self.process(&mut encoder)?;
+        if let Some(c) = &self.cluster {
+            c.encode_into(&mut encoder)?;
+        }
         self.nodes(&mut encoder)?;
         self.listener(&mut encoder)
     }

@@ -1,0 +1,176 @@
+//! What an instance publishes, as gossip keys and values, and how a peer's values are read
+//! back (with a clear error for a value this version cannot read).
+//!
+//! One key per fact, so a change sends only that fact: for node `N` of service `S`,
+//! `v/S/N` = the health verdict (`up SINCE` or `down SINCE REASON`), `c/S/N` = the active
+//! connection count, `d/S/N` = the latest operator decision known
+//! (`drain|enable STAMP INSTANCE`); and `fp` = the fingerprint of the services and nodes.
+//! Service names hold no `/`, so the node part is everything after the second `/`.
+
+use std::fmt::Write;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::ServiceConfig;
+use crate::node::{Decision, Verdict};
+
+/// The fingerprint key.
+pub const FINGERPRINT: &str = "fp";
+
+/// What a published key is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fact {
+    /// `v/`: the health verdict.
+    Verdict,
+    /// `c/`: the active count.
+    Count,
+    /// `d/`: the operator decision.
+    Decision,
+}
+
+impl Fact {
+    fn prefix(self) -> &'static str {
+        match self {
+            Fact::Verdict => "v",
+            Fact::Count => "c",
+            Fact::Decision => "d",
+        }
+    }
+}
+
+/// The key of `fact` about `node` of `service`.
+pub fn key(fact: Fact, service: &str, node: &str) -> String {
+    format!("{}/{service}/{node}", fact.prefix())
+}
+
+/// The value of a verdict. The reason is published only for a down node: an up node's last
+/// reason changes with every probe and would only churn the gossip.
+pub fn verdict_value(v: &Verdict) -> String {
+    if v.up {
+        format!("up {}", v.since_ms)
+    } else {
+        format!("down {} {}", v.since_ms, v.reason)
+    }
+}
+
+/// Reads a verdict value.
+pub fn parse_verdict(value: &str) -> Result<Verdict, String> {
+    let mut parts = value.splitn(3, ' ');
+    let up = match parts.next() {
+        Some("up") => true,
+        Some("down") => false,
+        _ => {
+            return Err(format!(
+                "verdict `{value}` is neither `up SINCE` nor `down SINCE REASON`"
+            ))
+        }
+    };
+    let since_ms = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("verdict `{value}` has no time in ms"))?;
+    let reason = parts.next().unwrap_or_default().to_owned();
+    Ok(Verdict {
+        up,
+        since_ms,
+        reason,
+    })
+}
+
+/// Reads a count value.
+pub fn parse_count(value: &str) -> Result<u32, String> {
+    value
+        .parse()
+        .map_err(|_| format!("count `{value}` is not a whole number"))
+}
+
+/// The value of a decision.
+pub fn decision_value(d: &Decision) -> String {
+    let what = if d.drained { "drain" } else { "enable" };
+    format!("{what} {} {}", d.stamp, d.by)
+}
+
+/// Reads a decision value.
+pub fn parse_decision(value: &str) -> Result<Decision, String> {
+    let mut parts = value.splitn(3, ' ');
+    let drained = match parts.next() {
+        Some("drain") => true,
+        Some("enable") => false,
+        _ => return Err(format!("decision `{value}` is neither drain nor enable")),
+    };
+    let stamp = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("decision `{value}` has no timestamp"))?;
+    let by = parts
+        .next()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| format!("decision `{value}` does not name the instance that took it"))?;
+    Ok(Decision {
+        drained,
+        stamp,
+        by: by.to_owned(),
+    })
+}
+
+/// A short fingerprint of the services and their nodes (names, node addresses, weights and
+/// limits): equal on instances that balance the same nodes. Listen addresses are left out,
+/// since each instance may bind its own.
+pub fn fingerprint(services: &[ServiceConfig]) -> String {
+    let mut canonical = String::new();
+    let mut sorted: Vec<&ServiceConfig> = services.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    for s in sorted {
+        // Writing into a String cannot fail.
+        let _ = writeln!(canonical, "service {}", s.name);
+        for n in &s.nodes {
+            let _ = writeln!(
+                canonical,
+                "node {} {} {:?}",
+                n.address, n.weight, n.max_connections
+            );
+        }
+    }
+    let digest = Sha256::digest(canonical.as_bytes());
+    digest[..8].iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_and_decisions_read_back() {
+        let down = Verdict {
+            up: false,
+            since_ms: 42,
+            reason: "connect: connection refused".to_owned(),
+        };
+        assert_eq!(parse_verdict(&verdict_value(&down)), Ok(down));
+        let up = Verdict {
+            up: true,
+            since_ms: 7,
+            reason: String::new(),
+        };
+        assert_eq!(parse_verdict(&verdict_value(&up)), Ok(up));
+        let d = Decision {
+            drained: true,
+            stamp: 1 << 40,
+            by: "lb-1".to_owned(),
+        };
+        assert_eq!(parse_decision(&decision_value(&d)), Ok(d));
+        assert_eq!(key(Fact::Count, "web", "10.0.0.1:80"), "c/web/10.0.0.1:80");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert!(parse_verdict("sideways 1").is_err());
+        assert!(parse_verdict("up soon").is_err());
+        assert!(parse_count("-1").is_err());
+        assert!(parse_decision("drain 12").is_err());
+        assert!(parse_decision("pause 12 lb1").is_err());
+    }
+}

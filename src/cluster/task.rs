@@ -1,0 +1,345 @@
+//! The cluster's one task: every interval it publishes this instance's facts (only those that
+//! changed) and merges the live peers' facts into the nodes; it also merges as soon as a peer's
+//! state changes. It keeps the member list and logs joins, deaths and drift once per change.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chitchat::{ChitchatHandle, ChitchatId, NodeState};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::keys::{self, Fact};
+use super::merge::{self, Heard};
+use super::{Cluster, Member};
+use crate::node::{epoch_ms, Node, PeerReport, Verdict};
+use crate::state::Shared;
+use crate::throttle::Throttle;
+
+/// Where a peer's verdict about a node stands here: which verdict, and when it arrived.
+type Arrivals = HashMap<(ChitchatId, String), ((bool, u64), u64)>;
+
+/// The cluster task's state.
+pub struct Task {
+    cluster: Arc<Cluster>,
+    shared: Arc<Shared>,
+    handle: ChitchatHandle,
+    interval: Duration,
+    /// What this instance published last, key by key.
+    published: HashMap<String, String>,
+    arrivals: Arrivals,
+    /// Each member name's last alive state and fingerprint, for logging changes.
+    known: HashMap<String, Seen>,
+    bad_value_log: Throttle,
+}
+
+/// What the task last knew of a member.
+struct Seen {
+    alive: bool,
+    /// Ever seen alive: a member first seen dead (before its second heartbeat) has not joined.
+    joined: bool,
+    drift: bool,
+    last_seen: SystemTime,
+}
+
+impl Task {
+    /// The task for `cluster`, over the running chitchat `handle`.
+    pub fn new(
+        cluster: Arc<Cluster>,
+        shared: Arc<Shared>,
+        handle: ChitchatHandle,
+        interval: Duration,
+    ) -> Task {
+        Task {
+            cluster,
+            shared,
+            handle,
+            interval,
+            published: HashMap::new(),
+            arrivals: HashMap::new(),
+            known: HashMap::new(),
+            bad_value_log: Throttle::default(),
+        }
+    }
+
+    /// Runs until `stop` is cancelled, then stops gossip.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let chitchat = self.handle.chitchat();
+        let mut live = chitchat.lock().await.live_nodes_watcher();
+        let mut tick = tokio::time::interval(self.interval);
+        let ended = self.handle.termination_watcher();
+        tokio::pin!(ended);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                result = &mut ended => {
+                    tracing::error!(error = ?result.err(), "cluster gossip stopped; serving on this instance's own view");
+                    return;
+                }
+                _ = tick.tick() => {
+                    self.publish().await;
+                    self.merge(&mut live);
+                    self.refresh_members().await;
+                }
+                changed = live.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.merge(&mut live);
+                }
+            }
+        }
+        if let Err(e) = self.handle.shutdown().await {
+            tracing::warn!(error = %e, "cluster gossip did not stop cleanly");
+        }
+    }
+
+    /// Publishes the facts that changed since the last round, deletes those that are gone.
+    async fn publish(&mut self) {
+        let mut facts = HashMap::new();
+        facts.insert(
+            keys::FINGERPRINT.to_owned(),
+            keys::fingerprint(&self.shared.config().services),
+        );
+        for service in self.shared.services().iter() {
+            for node in &service.upstream().nodes.nodes {
+                let address = node.address.to_string();
+                let key = |fact| keys::key(fact, &service.name, &address);
+                facts.insert(key(Fact::Verdict), keys::verdict_value(&verdict(node)));
+                facts.insert(key(Fact::Count), node.active().to_string());
+                if let Some(d) = node.peers.decision() {
+                    facts.insert(key(Fact::Decision), keys::decision_value(&d));
+                }
+            }
+        }
+        let changed: Vec<(&String, &String)> = facts
+            .iter()
+            .filter(|(k, v)| self.published.get(*k) != Some(*v))
+            .collect();
+        let gone: Vec<&String> = self
+            .published
+            .keys()
+            .filter(|k| !facts.contains_key(*k))
+            .collect();
+        if changed.is_empty() && gone.is_empty() {
+            return;
+        }
+        let chitchat = self.handle.chitchat();
+        let mut guard = chitchat.lock().await;
+        let state = guard.self_node_state();
+        for (k, v) in changed {
+            state.set(k, v);
+        }
+        for k in gone {
+            state.delete(k);
+        }
+        drop(guard);
+        self.published = facts;
+    }
+
+    /// Merges the live peers' facts into every node.
+    fn merge(&mut self, live: &mut watch::Receiver<BTreeMap<ChitchatId, NodeState>>) {
+        let me = self.handle.chitchat_id().clone();
+        let states = live.borrow_and_update();
+        let peers: Vec<(&ChitchatId, &NodeState)> =
+            states.iter().filter(|(id, _)| **id != me).collect();
+        self.arrivals
+            .retain(|(id, _), _| peers.iter().any(|(p, _)| *p == id));
+        let now = epoch_ms(SystemTime::now());
+        for service in self.shared.services().iter() {
+            for node in &service.upstream().nodes.nodes {
+                let address = node.address.to_string();
+                let mut reports = Vec::with_capacity(peers.len());
+                let mut heard = Vec::with_capacity(peers.len());
+                for (id, state) in &peers {
+                    let get = |fact| state.get(&keys::key(fact, &service.name, &address));
+                    if let Some(value) = get(Fact::Decision) {
+                        match keys::parse_decision(value) {
+                            Ok(d) => self.learn(node, d),
+                            Err(why) => self.bad_value(id, &why),
+                        }
+                    }
+                    let Some(value) = get(Fact::Verdict) else {
+                        continue;
+                    };
+                    let verdict = match keys::parse_verdict(value) {
+                        Ok(v) => v,
+                        Err(why) => {
+                            self.bad_value(id, &why);
+                            continue;
+                        }
+                    };
+                    let active = match get(Fact::Count).map(keys::parse_count) {
+                        Some(Ok(n)) => n,
+                        Some(Err(why)) => {
+                            self.bad_value(id, &why);
+                            0
+                        }
+                        None => 0,
+                    };
+                    let which = (verdict.up, verdict.since_ms);
+                    let slot = (
+                        (*id).clone(),
+                        keys::key(Fact::Verdict, &service.name, &address),
+                    );
+                    let arrived = match self.arrivals.get(&slot) {
+                        Some((seen, at)) if *seen == which => *at,
+                        _ => {
+                            self.arrivals.insert(slot, (which, now));
+                            now
+                        }
+                    };
+                    heard.push(Heard {
+                        up: verdict.up,
+                        arrived_ms: arrived,
+                        active,
+                    });
+                    reports.push(PeerReport {
+                        peer: id.node_id.to_string(),
+                        verdict,
+                        active,
+                    });
+                }
+                let j = merge::judge(node.is_up(), node.peers.last_success_ms(), &heard);
+                let by: Vec<String> = reports
+                    .iter()
+                    .filter(|r| !r.verdict.up)
+                    .map(|r| r.peer.clone())
+                    .collect();
+                if node.peers.update(reports, j.load, j.suspect) {
+                    tracing::info!(service = %service.name, node = %node.address, by = %by.join(", "), "node suspect: reported down by {}; probing it now", by.join(", "));
+                }
+            }
+        }
+    }
+
+    /// Adopts a peer's decision about `node` if it is later than the one known.
+    fn learn(&self, node: &Node, decision: super::Decision) {
+        self.cluster.witness(decision.stamp);
+        let (drained, by) = (decision.drained, decision.by.clone());
+        if node.peers.adopt(decision, merge::later) {
+            node.set_drained(drained, Some(&by));
+        }
+    }
+
+    fn bad_value(&self, peer: &ChitchatId, why: &str) {
+        if self.bad_value_log.allow() {
+            tracing::warn!(member = %peer.node_id, "cluster member published a value this version cannot read: {why}");
+        }
+    }
+
+    /// Rebuilds the member list from the failure detector's view; logs what changed.
+    async fn refresh_members(&mut self) {
+        let chitchat = self.handle.chitchat();
+        let guard = chitchat.lock().await;
+        let me = guard.self_chitchat_id().clone();
+        let live: HashSet<ChitchatId> = guard.live_nodes().cloned().collect();
+        let mut all: Vec<(ChitchatId, bool, String)> = guard
+            .live_nodes()
+            .chain(guard.dead_nodes())
+            .map(|id| {
+                let fp = guard
+                    .node_state(id)
+                    .and_then(|s| s.get(keys::FINGERPRINT))
+                    .unwrap_or_default()
+                    .to_owned();
+                (id.clone(), live.contains(id), fp)
+            })
+            .collect();
+        drop(guard);
+        // A restarted instance has a new generation: keep only each name's latest.
+        all.sort_by(|a, b| {
+            (&a.0.node_id, a.0.generation_id).cmp(&(&b.0.node_id, b.0.generation_id))
+        });
+        all.dedup_by(|later, earlier| {
+            let same = later.0.node_id == earlier.0.node_id;
+            if same {
+                std::mem::swap(later, earlier);
+            }
+            same
+        });
+        let now = SystemTime::now();
+        let mine = self
+            .published
+            .get(keys::FINGERPRINT)
+            .cloned()
+            .unwrap_or_default();
+        let mut members = Vec::with_capacity(all.len());
+        for (id, alive, fingerprint) in all {
+            let this = id == me;
+            let name = id.node_id.to_string();
+            let drift = !this && !fingerprint.is_empty() && fingerprint != mine;
+            if !this {
+                self.log_change(&name, &id, alive, &fingerprint, drift);
+            }
+            let seen = self.known.entry(name.clone()).or_insert(Seen {
+                alive,
+                joined: false,
+                drift,
+                last_seen: now,
+            });
+            seen.alive = alive;
+            seen.joined |= alive;
+            seen.drift = drift;
+            if alive {
+                seen.last_seen = now;
+            }
+            members.push(Member {
+                name,
+                address: id.gossip_advertise_addr,
+                alive,
+                last_seen: seen.last_seen,
+                fingerprint,
+                drift,
+                this,
+            });
+        }
+        members.sort_by_key(|m| (!m.this, m.name.clone()));
+        self.cluster.set_members(members);
+    }
+
+    /// Logs a member joining, dying, coming back, or drifting, once per change.
+    fn log_change(&self, name: &str, id: &ChitchatId, alive: bool, fingerprint: &str, drift: bool) {
+        let address = id.gossip_advertise_addr;
+        match self.known.get(name) {
+            None if alive => tracing::info!(member = name, %address, "cluster member joined"),
+            Some(s) if !s.joined && alive => {
+                tracing::info!(member = name, %address, "cluster member joined");
+            }
+            Some(s) if s.alive && !alive => tracing::warn!(
+                member = name,
+                %address,
+                "cluster member dead: not heard from for about {} gossip intervals; its counts no longer count",
+                super::PHI_THRESHOLD
+            ),
+            Some(s) if !s.alive && alive => {
+                tracing::info!(member = name, %address, "cluster member alive again")
+            }
+            _ => {}
+        }
+        let before = self.known.get(name).is_some_and(|s| s.drift);
+        if drift && !before {
+            tracing::warn!(member = name, theirs = fingerprint, "cluster member runs other services or nodes than this instance (configuration drift)");
+        } else if before && !drift {
+            tracing::info!(
+                member = name,
+                "cluster member's services and nodes match this instance's again"
+            );
+        }
+    }
+}
+
+/// This instance's verdict about `node`.
+fn verdict(node: &Node) -> Verdict {
+    let up = node.is_up();
+    Verdict {
+        up,
+        since_ms: epoch_ms(node.since()),
+        reason: if up {
+            String::new()
+        } else {
+            node.last_check().map(|c| c.reason).unwrap_or_default()
+        },
+    }
+}

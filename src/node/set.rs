@@ -1,0 +1,110 @@
+//! The nodes of one service as the pick sees them: in configured order, with the virtual time
+//! of turns, and the logging of state changes across the set.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{advance, Node, Observation, Source, Transition};
+use crate::config::{show_duration, NodeConfig};
+
+/// The nodes in service, in configured order, and the nodes a reload removed that still have
+/// connections running. Shared behind an `ArcSwap`, so readers never lock.
+#[derive(Debug, Default)]
+pub struct NodeSet {
+    /// The nodes in service.
+    pub nodes: Vec<Arc<Node>>,
+    /// Removed by a reload, draining their open connections; no new connection goes there.
+    pub retired: Vec<Arc<Node>>,
+    /// Set while no node is up, so that "no node is up" and "service resumed" are each
+    /// logged once.
+    all_down: AtomicBool,
+    /// The virtual time of turns among ties: the pass of the last pick.
+    vtime: AtomicU64,
+}
+
+impl NodeSet {
+    /// Builds the set for a list of node configs, every node new.
+    pub fn new(nodes: &[NodeConfig], rise: u32, fall: u32) -> NodeSet {
+        NodeSet {
+            nodes: nodes
+                .iter()
+                .map(|n| Arc::new(Node::new(n, rise, fall)))
+                .collect(),
+            retired: Vec::new(),
+            all_down: AtomicBool::new(false),
+            vtime: AtomicU64::new(0),
+        }
+    }
+
+    /// The set for nodes carried over from `previous` by a reload (with its virtual time).
+    pub fn from_parts(
+        nodes: Vec<Arc<Node>>,
+        retired: Vec<Arc<Node>>,
+        previous: &NodeSet,
+    ) -> NodeSet {
+        let all_down = !nodes.is_empty() && !nodes.iter().any(|n| n.is_up());
+        NodeSet {
+            nodes,
+            retired,
+            all_down: AtomicBool::new(all_down),
+            vtime: AtomicU64::new(previous.vtime()),
+        }
+    }
+
+    /// The virtual time of turns among ties.
+    pub fn vtime(&self) -> u64 {
+        self.vtime.load(Ordering::Relaxed)
+    }
+
+    /// Records that the node at `index` was picked: its pass moves on by its stride. Two
+    /// picks at once may both see the old values; turns are then off by one, never stuck.
+    pub fn picked(&self, index: usize) {
+        if let Some(node) = self.nodes.get(index) {
+            let (pass, vtime) = advance(node.pass(), self.vtime(), node.weight());
+            node.pass.store(pass, Ordering::Relaxed);
+            self.vtime.store(vtime, Ordering::Relaxed);
+        }
+    }
+
+    /// Records one result about `node` (one of this set's) and logs the state change it
+    /// causes, once: `node down` with the reason and how many nodes are still up, `node up`
+    /// with how long it was down, and one warning when no node is up any more (clients are
+    /// then tried on down nodes anyway) and one line when service resumes.
+    pub fn observe(
+        &self,
+        node: &Node,
+        source: Source,
+        seen: Observation,
+        reason: &dyn fmt::Display,
+    ) -> Option<Transition> {
+        let (transition, lasted) = node.observe(source, seen, reason)?;
+        let up = self.nodes.iter().filter(|n| n.is_up()).count();
+        let total = self.nodes.len();
+        let lasted = show_duration(Duration::from_millis(lasted.as_millis() as u64));
+        match transition {
+            Transition::Down => {
+                tracing::warn!(node = %node.address, %reason, up, total, "node down; {up} of {total} nodes up");
+                if up == 0 && !self.all_down.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        total,
+                        "no node is up: clients are still tried on the down nodes, in order"
+                    );
+                }
+            }
+            Transition::Up => {
+                tracing::info!(node = %node.address, %reason, down_for = %lasted, up, total, "node up after {lasted} down; {up} of {total} nodes up");
+                if self.all_down.swap(false, Ordering::Relaxed) {
+                    tracing::info!(node = %node.address, "service resumed: a node is up again");
+                }
+            }
+        }
+        Some(transition)
+    }
+
+    /// The node in service with this address, as written in the config or as displayed.
+    pub fn find(&self, address: &str) -> Option<&Arc<Node>> {
+        self.nodes.iter().find(|n| n.address.to_string() == address)
+    }
+}
