@@ -1,0 +1,213 @@
+//! Several real tierlb processes acting as one, on 127.0.0.1: health learned from a peer,
+//! cluster-wide least connections, a dead member's counts dropping out, and fail-open when
+//! every node is reported down.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::cluster::{connect_failures, node, Instance, Spec};
+use common::{connect_named, Backend, WAIT};
+use nix::sys::signal::Signal;
+use tokio::net::TcpStream;
+
+/// Three greeting nodes.
+async fn nodes() -> Vec<Backend> {
+    vec![
+        Backend::start("n1").await,
+        Backend::start("n2").await,
+        Backend::start("n3").await,
+    ]
+}
+
+/// Opens `count` connections through `lb` and keeps them; returns them with the node names.
+async fn hold(lb: SocketAddr, count: usize) -> Vec<(TcpStream, String)> {
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        held.push(connect_named(lb).await.expect("client through the cluster"));
+    }
+    held
+}
+
+/// How many of `held` landed on node `name`.
+fn on(held: &[(TcpStream, String)], name: &str) -> usize {
+    held.iter().filter(|(_, n)| n == name).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_one_instance_sees_die_is_avoided_by_all_within_a_second() {
+    let mut backends = nodes().await;
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let n2 = addrs[1];
+    let a = Instance::start(&Spec::new("a", &addrs, &[]));
+    let b = Instance::start(&Spec::new("b", &addrs, &[a.gossip]));
+    let c = Instance::start(&Spec::new("c", &addrs, &[a.gossip]));
+    for i in [&a, &b, &c] {
+        i.wait_members(&["a", "b", "c"]).await;
+    }
+
+    let _stopped = backends.remove(1).stop().await;
+    // Clients through A until A has seen enough refused connects to mark n2 down.
+    let mut sent = 0;
+    while a.lb.count(&["node down", &format!("node={n2}")]) == 0 {
+        assert!(sent < 100, "A never marked n2 down");
+        let (_, name) = connect_named(a.lb.addr)
+            .await
+            .expect("A serves while n2 dies");
+        assert_ne!(name, "n2");
+        sent += 1;
+    }
+    let marked = Instant::now();
+    for i in [&b, &c] {
+        let status = i
+            .wait_status("n2 not up", Duration::from_secs(1), |s| {
+                node(s, n2)["state"] != "up"
+            })
+            .await;
+        let peers = node(&status, n2)["peers"].clone();
+        let from_a = peers
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "a"))
+            .unwrap_or_else(|| panic!("{}: no verdict from a: {peers}", i.name));
+        assert_eq!(from_a["up"], false, "{}: A's verdict is shown", i.name);
+    }
+    eprintln!(
+        "B and C had n2 not up {:?} after A marked it down",
+        marked.elapsed()
+    );
+
+    for i in [&b, &c] {
+        for _ in 0..60 {
+            let (_, name) = connect_named(i.lb.addr).await.expect("client succeeds");
+            assert_ne!(name, "n2", "{} sent a client to n2", i.name);
+        }
+        let failures = connect_failures(&i.metrics().await, n2);
+        assert_eq!(
+            failures, 0.0,
+            "{}: no client connect was tried on n2",
+            i.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_counts_every_instances_connections() {
+    let backends = nodes().await;
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let n1 = addrs[0];
+    let a = Instance::start(&Spec::new("a", &addrs, &[]));
+    let b = Instance::start(&Spec::new("b", &addrs, &[a.gossip]));
+    a.wait_members(&["a", "b"]).await;
+    b.wait_members(&["a", "b"]).await;
+
+    assert_eq!(a.post(&format!("/nodes/{n1}/drain")).await, 200);
+    b.wait_status("n1 drained", WAIT, |s| node(s, n1)["drained"] == true)
+        .await;
+    let through_a = hold(a.lb.addr, 20).await;
+    assert_eq!((on(&through_a, "n2"), on(&through_a, "n3")), (10, 10));
+    assert_eq!(a.post(&format!("/nodes/{n1}/enable")).await, 200);
+    b.wait_status("n1 enabled and A's counts known", WAIT, |s| {
+        node(s, n1)["drained"] == false
+            && node(s, addrs[1])["cluster_active"] == 10
+            && node(s, addrs[2])["cluster_active"] == 10
+    })
+    .await;
+
+    let through_b = hold(b.lb.addr, 20).await;
+    let landed = on(&through_b, "n1");
+    eprintln!("n1 got {landed} of 20 clients through B (B alone would give it about 7)");
+    assert!(landed >= 12, "n1 got only {landed} of B's 20 clients");
+    drop((through_a, through_b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_member_is_dead_within_the_detector_window_and_its_counts_drop_out() {
+    let backends = nodes().await;
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let a = Instance::start(&Spec::new("a", &addrs, &[]));
+    let b = Instance::start(&Spec::new("b", &addrs, &[a.gossip]));
+    let mut c = Instance::start(&Spec::new("c", &addrs, &[a.gossip]));
+    for i in [&a, &b, &c] {
+        i.wait_members(&["a", "b", "c"]).await;
+    }
+    let through_c = hold(c.lb.addr, 9).await;
+    let total = |s: &serde_json::Value| -> u64 {
+        addrs
+            .iter()
+            .map(|n| node(s, *n)["cluster_active"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    for i in [&a, &b] {
+        i.wait_status("C's 9 connections counted", WAIT, |s| total(s) == 9)
+            .await;
+    }
+
+    c.lb.signal(Signal::SIGKILL);
+    let killed = Instant::now();
+    assert!(c.lb.wait_exit(WAIT).is_some());
+    for i in [&a, &b] {
+        let status = i.wait_members(&["a", "b"]).await;
+        eprintln!("{} had c dead {:?} after SIGKILL", i.name, killed.elapsed());
+        let dead = status["cluster"]["members"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == "c").cloned())
+            .expect("c is still listed, as dead");
+        assert_eq!(dead["alive"], false);
+        assert_eq!(total(&status), 0, "{}: C's counts no longer weigh", i.name);
+        let metrics = i.metrics().await;
+        assert_eq!(
+            common::metric(&metrics, "tierlb_cluster_members{state=\"dead\"}"),
+            Some(1.0)
+        );
+    }
+    drop(through_c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_reported_down_everywhere_is_still_tried() {
+    let backends = nodes().await;
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let a = Instance::start(&Spec::new("a", &addrs, &[]));
+    let b = Instance::start(&Spec::new("b", &addrs, &[a.gossip]));
+    b.wait_members(&["a", "b"]).await;
+
+    let mut stopped = Vec::new();
+    for backend in backends {
+        stopped.push(backend.stop().await);
+    }
+    // Clients through both until each has every node down (they fail: nothing listens).
+    for i in [&a, &b] {
+        let mut tries = 0;
+        while i.lb.count(&["no node is up"]) == 0 {
+            assert!(tries < 50, "{} never had every node down", i.name);
+            let _ = TcpStream::connect(i.lb.addr).await;
+            tries += 1;
+        }
+    }
+    for i in [&a, &b] {
+        i.wait_status("every node down here and by the peer", WAIT, |s| {
+            addrs.iter().all(|n| {
+                let n = node(s, *n);
+                n["up"] == false && n["peers"][0]["up"] == false
+            })
+        })
+        .await;
+    }
+
+    // The nodes come back; nobody has noticed yet (probes every 60 s): clients still get in.
+    let addrs_again: Vec<SocketAddr> = stopped.iter().map(|s| s.addr).collect();
+    drop(stopped);
+    let mut back = Vec::new();
+    for (addr, name) in addrs_again.iter().zip(["n1", "n2", "n3"]) {
+        back.push(Backend::start_at(*addr, name).await);
+    }
+    for i in [&a, &b] {
+        for _ in 0..3 {
+            connect_named(i.lb.addr)
+                .await
+                .unwrap_or_else(|e| panic!("{}: fail-open refused a client: {e}", i.name));
+        }
+    }
+    drop(back);
+}

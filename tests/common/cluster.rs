@@ -1,0 +1,196 @@
+//! Clusters of real tierlb processes: each instance's config (one service on an ephemeral
+//! port, admin and gossip on ephemeral ports), its addresses read from its log, and reads of
+//! its `/status` and `/metrics` polled until a condition holds.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{bin, http, ConfigFile, Tierlb, WAIT};
+
+/// The shared secret of the test clusters.
+pub const SECRET: &str = "cluster-test-secret-of-more-than-32-bytes";
+/// The admin token of every instance.
+pub const TOKEN: &str = "cluster-test-admin-token-0123456789";
+
+/// What makes one instance's config.
+pub struct Spec<'a> {
+    /// Its name in the cluster.
+    pub name: &'a str,
+    /// The nodes of its one service.
+    pub nodes: &'a [SocketAddr],
+    /// Seed peers' gossip addresses.
+    pub peers: &'a [SocketAddr],
+    /// The cluster secret.
+    pub secret: &'a str,
+    /// The probe interval (long, so that only gossip or clients tell an instance news).
+    pub probe_interval: &'a str,
+    /// Address of the service, admin and gossip (`127.0.0.1`, or a namespace's address).
+    pub ip: &'a str,
+}
+
+impl<'a> Spec<'a> {
+    /// An instance on 127.0.0.1 with the test secret and probes every 60 s.
+    pub fn new(name: &'a str, nodes: &'a [SocketAddr], peers: &'a [SocketAddr]) -> Spec<'a> {
+        Spec {
+            name,
+            nodes,
+            peers,
+            secret: SECRET,
+            probe_interval: "60s",
+            ip: "127.0.0.1",
+        }
+    }
+
+    /// The config text.
+    pub fn config(&self) -> String {
+        let list = |addrs: &[SocketAddr]| {
+            addrs
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "listen = \"{ip}:0\"\nnodes = [{nodes}]\n\n[health]\ninterval = \"{probe}\"\n\n\
+             [admin]\nlisten = \"{ip}:0\"\ntoken = \"{TOKEN}\"\n\n\
+             [cluster]\nname = \"{name}\"\nlisten = \"{ip}:0\"\npeers = [{peers}]\nsecret = \"{secret}\"\n",
+            ip = self.ip,
+            nodes = list(self.nodes),
+            probe = self.probe_interval,
+            name = self.name,
+            peers = list(self.peers),
+            secret = self.secret,
+        )
+    }
+}
+
+/// One running instance.
+pub struct Instance {
+    /// Its name.
+    pub name: String,
+    /// The process (its service address is `lb.addr`).
+    pub lb: Tierlb,
+    /// Its admin address.
+    pub admin: SocketAddr,
+    /// Its gossip address.
+    pub gossip: SocketAddr,
+    _config: ConfigFile,
+}
+
+impl Instance {
+    /// Starts an instance on 127.0.0.1.
+    pub fn start(spec: &Spec<'_>) -> Instance {
+        let config = ConfigFile::new(&spec.config());
+        let mut cmd = Command::new(bin());
+        cmd.args(["-c", config.path()]);
+        Instance::spawn(spec.name, cmd, config)
+    }
+
+    /// Starts a prepared command (e.g. inside a network namespace) running `config`.
+    pub fn spawn(name: &str, cmd: Command, config: ConfigFile) -> Instance {
+        let lb = Tierlb::spawn(cmd);
+        let admin = lb.logged_addr("admin listening");
+        let gossip = lb.logged_addr("cluster gossip listening");
+        Instance {
+            name: name.to_owned(),
+            lb,
+            admin,
+            gossip,
+            _config: config,
+        }
+    }
+
+    /// `/status`, parsed.
+    pub async fn status(&self) -> Value {
+        let (code, body) = http(self.admin, "GET", "/status", &[]).await;
+        assert_eq!(code, 200, "{}: /status answered {code}: {body}", self.name);
+        serde_json::from_str(&body).expect("status is JSON")
+    }
+
+    /// `/metrics`.
+    pub async fn metrics(&self) -> String {
+        http(self.admin, "GET", "/metrics", &[]).await.1
+    }
+
+    /// `POST path` with the token; the status code.
+    pub async fn post(&self, path: &str) -> u16 {
+        let auth = format!("Bearer {TOKEN}");
+        http(self.admin, "POST", path, &[("Authorization", &auth)])
+            .await
+            .0
+    }
+
+    /// Polls `/status` until `ok` holds, for at most `limit`; the status then, or a panic
+    /// naming `what` with the last status.
+    pub async fn wait_status(
+        &self,
+        what: &str,
+        limit: Duration,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let status = self.status().await;
+            if ok(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {what} did not happen within {limit:?}; status: {status:#}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until this instance has exactly `names` alive (itself included).
+    pub async fn wait_members(&self, names: &[&str]) -> Value {
+        let mut want: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        want.sort();
+        self.wait_status(&format!("members {want:?} alive"), WAIT, |s| {
+            alive(s) == want
+        })
+        .await
+    }
+}
+
+/// The names of the members a status has alive, sorted.
+pub fn alive(status: &Value) -> Vec<String> {
+    let mut names: Vec<String> = status["cluster"]["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter(|m| m["alive"] == true)
+                .filter_map(|m| m["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Node `addr` of a status (the only service's).
+pub fn node(status: &Value, addr: SocketAddr) -> Value {
+    status["nodes"]
+        .as_array()
+        .and_then(|nodes| {
+            nodes
+                .iter()
+                .find(|n| n["address"] == addr.to_string())
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("no node {addr} in {status:#}"))
+}
+
+/// The sum of `tierlb_node_connect_failures_total` over every kind, for node `addr`.
+pub fn connect_failures(metrics: &str, addr: SocketAddr) -> f64 {
+    let tag = format!("node=\"{addr}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("tierlb_node_connect_failures_total{") && l.contains(&tag))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
