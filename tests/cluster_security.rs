@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::cluster::{alive, Instance, Spec, SECRET};
-use common::{bin, connect_named, metric, Backend, ConfigFile, WAIT};
+use common::{bin, connect_named, metric, Backend, ConfigFile};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_secret_and_random_datagrams_never_become_members() {
