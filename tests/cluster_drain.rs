@@ -29,7 +29,7 @@ async fn reached(lb: SocketAddr, count: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_reaches_every_instance_outlives_its_author_and_is_undone_anywhere() {
-    let backends = vec![
+    let backends = [
         Backend::start("n1").await,
         Backend::start("n2").await,
         Backend::start("n3").await,
