@@ -78,6 +78,10 @@ impl Task {
                     return;
                 }
                 _ = tick.tick() => {
+                    let more = self.cluster.traffic.take_unlogged_rejects();
+                    if more > 0 {
+                        tracing::warn!(count = more, "{more} more gossip packets rejected (rate-limited: not logged one by one)");
+                    }
                     self.publish().await;
                     self.merge(&mut live);
                     self.refresh_members().await;

@@ -7,9 +7,10 @@
 //! does not parse is dropped before chitchat sees it, and counted: nothing an outsider sends
 //! reaches the parser. A replayed datagram carries state chitchat already has (every value is
 //! versioned), so it changes nothing. Send errors (a partition's unreachable peer, a firewall
-//! rule) are counted and logged a few times a second at most: gossip simply retries next
-//! round.
+//! rule) are counted, and logged once per peer when they start and once when they end:
+//! gossip simply retries next round.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -50,7 +51,13 @@ pub struct Traffic {
     /// Sends that failed (unreachable peer, firewall).
     pub send_errors: AtomicU64,
     rejected_log: Throttle,
-    send_log: Throttle,
+}
+
+impl Traffic {
+    /// Rejected datagrams not logged one by one since the last call, for a summary line.
+    pub fn take_unlogged_rejects(&self) -> u64 {
+        self.rejected_log.take_suppressed()
+    }
 }
 
 /// A sealing transport around one UDP socket bound before chitchat starts (so the bound port
@@ -91,6 +98,7 @@ impl Transport for Sealed {
             cipher: self.cipher.clone(),
             traffic: std::sync::Arc::clone(&self.traffic),
             buf: vec![0; MAX_DATAGRAM],
+            failing: HashMap::new(),
         }))
     }
 }
@@ -100,6 +108,9 @@ struct SealedSocket {
     cipher: XChaCha20Poly1305,
     traffic: std::sync::Arc<Traffic>,
     buf: Vec<u8>,
+    /// Peers whose sends fail, with how many failed: logged once when it starts and once
+    /// when it ends, not every round.
+    failing: HashMap<SocketAddr, u64>,
 }
 
 #[async_trait]
@@ -152,10 +163,12 @@ impl Socket for SealedSocket {
 }
 
 impl SealedSocket {
-    fn send_failed(&self, to: SocketAddr, why: &str) {
+    fn send_failed(&mut self, to: SocketAddr, why: &str) {
         self.traffic.send_errors.fetch_add(1, Ordering::Relaxed);
-        if self.traffic.send_log.allow() {
-            tracing::warn!(to = %to, "gossip packet not sent: {why}");
+        let failed = self.failing.entry(to).or_insert(0);
+        *failed += 1;
+        if *failed == 1 {
+            tracing::warn!(to = %to, "gossip packets to {to} cannot be sent: {why} (logged again when they can)");
         }
     }
 }

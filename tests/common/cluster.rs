@@ -89,7 +89,15 @@ impl Instance {
         Instance::spawn(spec.name, cmd, config)
     }
 
-    /// Starts a prepared command (e.g. inside a network namespace) running `config`.
+    /// Starts an instance inside a network namespace.
+    pub fn start_in(spec: &Spec<'_>, ns: &super::Netns) -> Instance {
+        let config = ConfigFile::new(&spec.config());
+        let mut cmd = ns.command(bin());
+        cmd.args(["-c", config.path()]);
+        Instance::spawn(spec.name, cmd, config)
+    }
+
+    /// Starts a prepared command running `config`.
     pub fn spawn(name: &str, cmd: Command, config: ConfigFile) -> Instance {
         let lb = Tierlb::spawn(cmd);
         let admin = lb.logged_addr("admin listening");
@@ -193,4 +201,89 @@ pub fn connect_failures(metrics: &str, addr: SocketAddr) -> f64 {
         .filter(|l| l.starts_with("tierlb_node_connect_failures_total{") && l.contains(&tag))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// A network namespace joined to the host by a veth pair, for instances that must be cut off
+/// from a node or from each other: the host end has `host_ip`, the namespace end `ns_ip`, on
+/// a /24 of their own. Removed when dropped (the namespace takes the pair with it).
+pub struct Link {
+    /// The namespace.
+    pub ns: super::Netns,
+    /// The host end's address.
+    pub host_ip: std::net::Ipv4Addr,
+    /// The namespace end's address.
+    pub ns_ip: std::net::Ipv4Addr,
+    host_if: String,
+}
+
+impl Link {
+    /// Makes the namespace and the pair, or `None` (with the reason printed) where that
+    /// cannot be done here. `subnet` tells apart the links of tests running at once.
+    pub fn new(tag: &str, subnet: u8) -> Option<Link> {
+        if !super::tool_available("nft") {
+            return None;
+        }
+        let ns = super::Netns::new(tag)?;
+        let id = std::process::id() % 10_000;
+        let host_if = format!("tlb{id}{subnet}h");
+        let ns_if = format!("tlb{id}{subnet}n");
+        let second = 100 + u8::try_from(id % 100).expect("below 100");
+        let host_ip = std::net::Ipv4Addr::new(10, second, subnet, 1);
+        let ns_ip = std::net::Ipv4Addr::new(10, second, subnet, 2);
+        let ip = |args: &[&str]| {
+            let status = Command::new("ip").args(args).status().expect("run ip");
+            assert!(status.success(), "ip {args:?} failed");
+        };
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &ns.name,
+        ]);
+        let link = Link {
+            ns,
+            host_ip,
+            ns_ip,
+            host_if,
+        };
+        ip(&[
+            "addr",
+            "add",
+            &format!("{host_ip}/24"),
+            "dev",
+            &link.host_if,
+        ]);
+        ip(&["link", "set", &link.host_if, "up"]);
+        link.ns
+            .exec(&["ip", "addr", "add", &format!("{ns_ip}/24"), "dev", &ns_if]);
+        link.ns.exec(&["ip", "link", "set", &ns_if, "up"]);
+        Some(link)
+    }
+
+    /// Loads an nftables script inside the namespace.
+    pub fn nft(&self, script: &str) {
+        use std::io::Write;
+        let mut child = self
+            .ns
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(script.as_bytes())
+            .expect("write the rules");
+        assert!(
+            child.wait().expect("nft").success(),
+            "nft refused: {script}"
+        );
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+    }
 }
