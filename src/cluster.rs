@@ -85,8 +85,8 @@ impl Cluster {
             .advertise
             .unwrap_or_else(|| SocketAddr::new(bound.ip(), bound.port()));
         let traffic = Arc::new(Traffic::default());
-        let key = transport::derive_key(config.secret.bytes());
-        let sealed = transport::Sealed::new(socket, &key, Arc::clone(&traffic));
+        let keys: Vec<[u8; 32]> = config.secret.keys().map(transport::derive_key).collect();
+        let sealed = transport::Sealed::new(socket, &keys, Arc::clone(&traffic));
         let id = ChitchatId::new(config.name.as_str(), epoch_ms(SystemTime::now()), advertise);
         let chitchat_config = ChitchatConfig {
             chitchat_id: id,

@@ -234,7 +234,6 @@ impl Node {
         let passed = matches!(seen, Observation::Accepted | Observation::Answered);
         if passed {
             self.peers.succeeded(epoch_ms(SystemTime::now()));
-            self.peers.clear_suspect();
         }
         if !(passed && source == Source::Client) {
             if let Ok(mut last) = self.last_check.lock() {

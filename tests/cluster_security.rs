@@ -125,3 +125,30 @@ fn check_shows_the_cluster_but_never_the_secret() {
         assert!(!String::from_utf8_lossy(&out.stderr).contains(SECRET));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_in_the_middle_of_a_secret_rotation_stay_one_cluster() {
+    let backend = Backend::start("n1").await;
+    let addrs = [backend.addr];
+    let (old, new) = (SECRET, "the-new-secret-that-replaces-the-old-one");
+    // A is at step 1 (old seals, both open), B at step 2 (new seals, both open).
+    let start = |name: &str, lines: String, peers: &[SocketAddr]| {
+        let key = ConfigFile::new(&lines);
+        let text = Spec::new(name, &addrs, peers).config().replace(
+            &format!("secret = \"{SECRET}\""),
+            &format!("secret_file = \"{}\"", key.path()),
+        );
+        let config = ConfigFile::new(&text);
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(["-c", config.path()]);
+        (Instance::spawn(name, cmd, config), key)
+    };
+    let (a, _a_key) = start("a", format!("{old}\n{new}\n"), &[]);
+    let (b, _b_key) = start("b", format!("{new}\n{old}\n"), &[a.gossip]);
+    a.wait_members(&["a", "b"]).await;
+    b.wait_members(&["a", "b"]).await;
+    for i in [&a, &b] {
+        let rejected = metric(&i.metrics().await, "tierlb_cluster_packets_rejected_total");
+        assert_eq!(rejected, Some(0.0), "{}: every packet opened", i.name);
+    }
+}

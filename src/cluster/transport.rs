@@ -64,20 +64,23 @@ impl Traffic {
 /// is known for the advertised address).
 pub struct Sealed {
     socket: Mutex<Option<std::net::UdpSocket>>,
-    cipher: XChaCha20Poly1305,
+    ciphers: Vec<XChaCha20Poly1305>,
     traffic: std::sync::Arc<Traffic>,
 }
 
 impl Sealed {
-    /// A transport over `socket` with the 32-byte `key`.
+    /// A transport over `socket` with the 32-byte `keys`: the first seals, any opens.
     pub fn new(
         socket: std::net::UdpSocket,
-        key: &[u8; 32],
+        keys: &[[u8; 32]],
         traffic: std::sync::Arc<Traffic>,
     ) -> Sealed {
         Sealed {
             socket: Mutex::new(Some(socket)),
-            cipher: XChaCha20Poly1305::new(key.into()),
+            ciphers: keys
+                .iter()
+                .map(|k| XChaCha20Poly1305::new(k.into()))
+                .collect(),
             traffic,
         }
     }
@@ -95,7 +98,7 @@ impl Transport for Sealed {
         socket.set_nonblocking(true)?;
         Ok(Box::new(SealedSocket {
             socket: tokio::net::UdpSocket::from_std(socket)?,
-            cipher: self.cipher.clone(),
+            ciphers: self.ciphers.clone(),
             traffic: std::sync::Arc::clone(&self.traffic),
             buf: vec![0; MAX_DATAGRAM],
             failing: HashMap::new(),
@@ -105,7 +108,8 @@ impl Transport for Sealed {
 
 struct SealedSocket {
     socket: tokio::net::UdpSocket,
-    cipher: XChaCha20Poly1305,
+    /// The sealing cipher first.
+    ciphers: Vec<XChaCha20Poly1305>,
     traffic: std::sync::Arc<Traffic>,
     buf: Vec<u8>,
     /// Peers whose sends fail, with how many failed: logged once when it starts and once
@@ -116,7 +120,11 @@ struct SealedSocket {
 #[async_trait]
 impl Socket for SealedSocket {
     async fn send(&mut self, to: SocketAddr, message: ChitchatMessage) -> anyhow::Result<()> {
-        let datagram = match seal(&self.cipher, &message.serialize_to_vec()) {
+        let sealed = match self.ciphers.first() {
+            Some(cipher) => seal(cipher, &message.serialize_to_vec()),
+            None => Err("no key to seal with".to_owned()),
+        };
+        let datagram = match sealed {
             Ok(d) => d,
             Err(why) => {
                 self.send_failed(to, &why);
@@ -143,7 +151,7 @@ impl Socket for SealedSocket {
                 Err(e) if is_transient(&e) => continue,
                 Err(e) => return Err(e).context("the gossip socket failed"),
             };
-            match open(&self.cipher, &self.buf[..n]) {
+            match open(&self.ciphers, &self.buf[..n]) {
                 Ok(message) => {
                     self.traffic.received.fetch_add(1, Ordering::Relaxed);
                     self.traffic
@@ -203,8 +211,9 @@ pub fn seal(cipher: &XChaCha20Poly1305, message: &[u8]) -> Result<Vec<u8>, Strin
     Ok(out)
 }
 
-/// Opens one datagram into a message, or says why it is dropped.
-pub fn open(cipher: &XChaCha20Poly1305, datagram: &[u8]) -> Result<ChitchatMessage, String> {
+/// Opens one datagram into a message with the first of `ciphers` that opens it, or says why
+/// it is dropped.
+pub fn open(ciphers: &[XChaCha20Poly1305], datagram: &[u8]) -> Result<ChitchatMessage, String> {
     if datagram.len() < OVERHEAD {
         return Err(format!(
             "{} bytes is too short to be sealed",
@@ -215,10 +224,17 @@ pub fn open(cipher: &XChaCha20Poly1305, datagram: &[u8]) -> Result<ChitchatMessa
         return Err(format!("unknown format version {}", datagram[0]));
     }
     let nonce = XNonce::from_slice(&datagram[1..1 + NONCE_LEN]);
-    let mut body = datagram[1 + NONCE_LEN..].to_vec();
-    cipher
-        .decrypt_in_place(nonce, &[VERSION], &mut body)
-        .map_err(|_| {
+    let sealed = &datagram[1 + NONCE_LEN..];
+    let body = ciphers
+        .iter()
+        .find_map(|cipher| {
+            let mut body = sealed.to_vec();
+            cipher
+                .decrypt_in_place(nonce, &[VERSION], &mut body)
+                .ok()
+                .map(|()| body)
+        })
+        .ok_or_else(|| {
             "it does not open with the cluster secret (another cluster, or forged)".to_owned()
         })?;
     let message = zstd::bulk::decompress(&body, MAX_DATAGRAM)
@@ -255,7 +271,7 @@ mod tests {
     fn round_trip_with_the_same_secret() {
         let c = cipher(b"0123456789abcdef0123456789abcdef");
         let sealed = seal(&c, &envelope().serialize_to_vec()).expect("seal");
-        assert_eq!(open(&c, &sealed).expect("open"), envelope());
+        assert_eq!(open(&[c], &sealed).expect("open"), envelope());
     }
 
     #[test]
@@ -263,9 +279,11 @@ mod tests {
         let c = cipher(b"0123456789abcdef0123456789abcdef");
         let other = cipher(b"another secret, also 32 bytes long!");
         let mut sealed = seal(&c, &envelope().serialize_to_vec()).expect("seal");
-        assert!(open(&other, &sealed).is_err());
+        assert!(open(std::slice::from_ref(&other), &sealed).is_err());
+        assert!(open(&[other, c.clone()], &sealed).is_ok(), "any key opens");
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
+        let c = [c];
         assert!(open(&c, &sealed).is_err());
         assert!(open(&c, b"junk").is_err());
         assert!(open(&c, &[0u8; 100]).is_err());

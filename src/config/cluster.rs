@@ -43,7 +43,7 @@ pub struct ClusterConfig {
     pub advertise: Option<SocketAddr>,
     /// Seed instances, `host:port`: some or all of the others.
     pub peers: Vec<NodeAddr>,
-    /// The shared secret every gossip packet is sealed with.
+    /// The shared secrets: every gossip packet is sealed with the first, opened with any.
     pub secret: Secret,
     /// Where the secret came from, for `--check`: `inline` or the file's path.
     pub secret_origin: String,
@@ -51,20 +51,26 @@ pub struct ClusterConfig {
     pub interval: Duration,
 }
 
-/// Key material that is never printed: `Debug` shows only its length.
+/// Key material that is never printed: `Debug` shows only how many secrets there are. The
+/// first seals, every one opens (several only while rotating).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
+pub struct Secret(Vec<Vec<u8>>);
 
 impl Secret {
-    /// The bytes, for deriving the key.
-    pub fn bytes(&self) -> &[u8] {
-        &self.0
+    /// Each secret's bytes, the sealing one first, for deriving the keys.
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.0.iter().map(Vec::as_slice)
+    }
+
+    /// How many secrets there are.
+    pub fn count(&self) -> usize {
+        self.0.len()
     }
 }
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret({} bytes)", self.0.len())
+        write!(f, "Secret({} keys)", self.0.len())
     }
 }
 
@@ -178,8 +184,10 @@ fn peers(walk: &mut Walk<'_>, s: &Section<'_>) -> Vec<NodeAddr> {
     out
 }
 
-/// `secret` or `secret_file`, exactly one, at least [`MIN_SECRET_LEN`] bytes; with where it
-/// came from. Surrounding whitespace (a file's final newline) is not part of the secret.
+/// `secret` or `secret_file`, exactly one, each secret at least [`MIN_SECRET_LEN`] bytes; with
+/// where it came from. A file may hold several secrets, one per line: the first seals, every
+/// one opens, which is how the secret is rotated without a split. Surrounding whitespace (a
+/// line's end) is not part of a secret.
 fn secret(
     walk: &mut Walk<'_>,
     s: &Section<'_>,
@@ -222,16 +230,38 @@ fn secret(
             return None;
         }
     };
-    let trimmed = bytes.trim_ascii();
-    if trimmed.len() < MIN_SECRET_LEN {
-        let message = format!(
-            "is {} bytes; use at least {MIN_SECRET_LEN} random bytes (e.g. `head -c 32 /dev/urandom | base64`)",
-            trimmed.len()
-        );
-        walk.error(&format!("cluster.{key}"), &span, message);
+    // A file holds one secret per line (blank lines aside); an inline secret is one.
+    let keys: Vec<Vec<u8>> = if key == "secret" {
+        vec![bytes.trim_ascii().to_vec()]
+    } else {
+        bytes
+            .split(|b| *b == b'\n')
+            .map(<[u8]>::trim_ascii)
+            .filter(|line| !line.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    if keys.is_empty() {
+        let message = "holds no secret; put at least 32 random bytes on its first line (e.g. `head -c 32 /dev/urandom | base64`)";
+        walk.error(&format!("cluster.{key}"), &span, message.to_owned());
         return None;
     }
-    Some((Secret(trimmed.to_vec()), origin))
+    for (i, k) in keys.iter().enumerate() {
+        if k.len() < MIN_SECRET_LEN {
+            let which = if keys.len() > 1 {
+                format!(" (line {})", i + 1)
+            } else {
+                String::new()
+            };
+            let message = format!(
+                "is {} bytes{which}; use at least {MIN_SECRET_LEN} random bytes (e.g. `head -c 32 /dev/urandom | base64`)",
+                k.len()
+            );
+            walk.error(&format!("cluster.{key}"), &span, message);
+            return None;
+        }
+    }
+    Some((Secret(keys), origin))
 }
 
 /// `interval`, within bounds.

@@ -49,12 +49,11 @@ impl Config {
                 peers.join(", ")
             };
             let _ = writeln!(out, "cluster peers {peers}");
-            let _ = writeln!(
-                out,
-                "cluster secret {} ({} bytes)",
-                c.secret_origin,
-                c.secret.bytes().len()
-            );
+            let keys = match c.secret.count() {
+                1 => "1 key".to_owned(),
+                n => format!("{n} keys: the first seals, all open"),
+            };
+            let _ = writeln!(out, "cluster secret {} ({keys})", c.secret_origin);
         }
         let _ = writeln!(out, "threads {}", self.threads);
         for warning in &self.warnings {

@@ -82,9 +82,17 @@ impl PeerView {
         self.last_success_ms.load(Ordering::Relaxed)
     }
 
-    /// Records a passing result now.
+    /// Records a passing result at `now_ms`, and clears a suspicion: this instance's own
+    /// result is newer than the report. On the hot path this is two loads, and a store at
+    /// most once per millisecond (clocks only move forward here; a rare lost race leaves a
+    /// time a millisecond old, which only costs one more probe).
     pub fn succeeded(&self, now_ms: u64) {
-        self.last_success_ms.fetch_max(now_ms, Ordering::Relaxed);
+        if now_ms > self.last_success_ms.load(Ordering::Relaxed) {
+            self.last_success_ms.store(now_ms, Ordering::Relaxed);
+        }
+        if self.suspect.load(Ordering::Relaxed) {
+            self.suspect.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Stores what the peers say; wakes the probe loop when the node newly turns suspect, and
@@ -102,11 +110,6 @@ impl PeerView {
             *r = reports;
         }
         newly
-    }
-
-    /// Clears the suspicion (the node's own result decided).
-    pub fn clear_suspect(&self) {
-        self.suspect.store(false, Ordering::Relaxed);
     }
 
     /// Each live peer's report.
