@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::cluster::{connect_failures, node, Instance, Spec};
+use common::cluster::{connect_failures, node, rendered_page, Instance, Spec};
 use common::{connect_named, Backend, WAIT};
 use nix::sys::signal::Signal;
 use tokio::net::TcpStream;
@@ -210,4 +210,37 @@ async fn every_node_reported_down_everywhere_is_still_tried() {
         }
     }
     drop(back);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_the_members_and_the_peers_verdicts() {
+    let mut backends = nodes().await;
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let n2 = addrs[1];
+    let a = Instance::start(&Spec::new("a", &addrs, &[]));
+    let b = Instance::start(&Spec::new("b", &addrs, &[a.gossip]));
+    b.wait_members(&["a", "b"]).await;
+    let _stopped = backends.remove(1).stop().await;
+    while a.lb.count(&["node down", &format!("node={n2}")]) == 0 {
+        connect_named(a.lb.addr).await.expect("A serves");
+    }
+    b.wait_status("A's verdict on n2", WAIT, |s| {
+        node(s, n2)["peers"][0]["up"] == false
+    })
+    .await;
+    let Some(dom) = rendered_page(b.admin) else {
+        return;
+    };
+    assert!(
+        dom.contains("b (this instance)") && dom.contains(">alive<"),
+        "{dom}"
+    );
+    let row = dom
+        .split("<tr")
+        .find(|r| r.contains(&n2.to_string()) && r.contains("peers"))
+        .unwrap_or_else(|| panic!("no row for n2: {dom}"));
+    assert!(
+        row.contains("a: down, 0 open"),
+        "A's verdict in n2's row: {row}"
+    );
 }
