@@ -1,10 +1,12 @@
 //! The pick on the hot path, as a connect makes it: weighted least connections over 3, 100
 //! and 1000 nodes with realistic loads (every node up, active counts spread over 0..8), and
-//! the picked node's turn moved on.
+//! the picked node's turn moved on. `pick` is an instance alone; `pick_cluster` the same sets
+//! in a cluster, with the peers' counts on every node and one node in fifty suspect.
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use tierlb::balancer::{pick, Key, Strategy};
 use tierlb::config::NodeConfig;
 use tierlb::node::{ActiveGuard, NodeSet};
@@ -31,29 +33,43 @@ fn nodes(count: usize) -> (NodeSet, Vec<ActiveGuard>) {
 }
 
 fn bench_pick(c: &mut Criterion) {
-    let mut group = c.benchmark_group("pick");
-    for count in [3usize, 100, 1000] {
-        let (set, _guards) = nodes(count);
-        let mut seed = 0usize;
-        group.bench_with_input(BenchmarkId::from_parameter(count), &set, |b, set| {
-            b.iter(|| {
-                seed = seed.wrapping_add(1);
-                let key = Key { seed };
-                let picked = pick(
-                    Strategy::LeastConnections,
-                    black_box(&set.nodes),
-                    set.vtime(),
-                    key,
-                    &[],
-                );
-                if let Some(i) = picked {
-                    set.picked(i);
+    for cluster in [false, true] {
+        let name = if cluster { "pick_cluster" } else { "pick" };
+        let mut group = c.benchmark_group(name);
+        for count in [3usize, 100, 1000] {
+            let (set, _guards) = nodes(count);
+            if cluster {
+                for (i, node) in set.nodes.iter().enumerate() {
+                    node.peers
+                        .update(Vec::new(), ((i * 5) % 11) as u32, i % 50 == 1);
                 }
-                black_box(picked)
-            })
-        });
+            }
+            run(&mut group, &set, count);
+        }
+        group.finish();
     }
-    group.finish();
+}
+
+/// Measures one pick (and the turn it moves on) over `set`.
+fn run(group: &mut BenchmarkGroup<'_, WallTime>, set: &NodeSet, count: usize) {
+    let mut seed = 0usize;
+    group.bench_with_input(BenchmarkId::from_parameter(count), set, |b, set| {
+        b.iter(|| {
+            seed = seed.wrapping_add(1);
+            let key = Key { seed };
+            let picked = pick(
+                Strategy::LeastConnections,
+                black_box(&set.nodes),
+                set.vtime(),
+                key,
+                &[],
+            );
+            if let Some(i) = picked {
+                set.picked(i);
+            }
+            black_box(picked)
+        })
+    });
 }
 
 criterion_group!(benches, bench_pick);
