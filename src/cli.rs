@@ -1,5 +1,6 @@
 //! The command line, and how its flags override the config file: `-l`, `-p`, `--admin`, and
-//! the admin token from `--admin-token-file` or the `TIERLB_ADMIN_TOKEN` variable.
+//! the admin token from `--admin-token-file` or the `TIERLB_ADMIN_TOKEN` variable, and the
+//! cluster's advertised address from `TIERLB_CLUSTER_ADVERTISE`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,11 +13,34 @@ use crate::config::{
 
 /// The environment variable that may hold the admin token.
 pub const TOKEN_VAR: &str = "TIERLB_ADMIN_TOKEN";
+/// The environment variable that may hold this instance's cluster address (`IP:PORT`), for
+/// platforms that know it only at start (a Kubernetes pod's IP).
+pub const ADVERTISE_VAR: &str = "TIERLB_CLUSTER_ADVERTISE";
+
+/// `TIERLB_CLUSTER_ADVERTISE`, if set: an `IP:PORT` peers can dial.
+fn cluster_advertise() -> Result<Option<SocketAddr>, ConfigError> {
+    let Ok(text) = std::env::var(ADVERTISE_VAR) else {
+        return Ok(None);
+    };
+    match text.parse::<SocketAddr>() {
+        Ok(addr) if !addr.ip().is_unspecified() && addr.port() != 0 => Ok(Some(addr)),
+        _ => Err(ConfigError::Usage(format!(
+            "{ADVERTISE_VAR} is `{text}`; it must be this instance's IP:PORT as peers dial it, e.g. 10.0.0.5:7946"
+        ))),
+    }
+}
 
 /// tierlb: a TCP load balancer. Least connections among healthy nodes, passive and active
 /// health checks, retry on another node when a connect fails.
 #[derive(Debug, Parser)]
-#[command(name = "tierlb", version, about, long_about = None)]
+#[command(
+    name = "tierlb",
+    version,
+    about,
+    long_about = None,
+    after_help = "Environment: TIERLB_ADMIN_TOKEN (the admin token), TIERLB_CLUSTER_ADVERTISE \
+                  (this instance's cluster IP:PORT, replacing [cluster] advertise), RUST_LOG."
+)]
 pub struct Args {
     /// TOML config file (see config.example.toml for every key).
     #[arg(short = 'c', long, value_name = "FILE")]
@@ -67,6 +91,7 @@ impl Args {
             nodes: self.nodes.clone(),
             admin: self.admin,
             admin_token: self.admin_token()?,
+            cluster_advertise: cluster_advertise()?,
         };
         Config::load(self.config.as_deref(), &overrides)
     }

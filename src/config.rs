@@ -230,6 +230,8 @@ pub struct Overrides {
     /// `--admin-token-file` or `TIERLB_ADMIN_TOKEN` (already checked): replaces
     /// `admin.token`.
     pub admin_token: Option<String>,
+    /// `TIERLB_CLUSTER_ADVERTISE`: replaces `cluster.advertise` (a pod's own IP, say).
+    pub cluster_advertise: Option<SocketAddr>,
 }
 
 impl Config {
@@ -377,6 +379,7 @@ mod tests {
             nodes: vec!["b:2".parse().expect("node")],
             admin: None,
             admin_token: None,
+            cluster_advertise: None,
         };
         let c = Config::parse(
             "listen = \"0.0.0.0:1\"\nnodes = [\"a:1\"]\n",

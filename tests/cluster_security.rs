@@ -152,3 +152,42 @@ async fn instances_in_the_middle_of_a_secret_rotation_stay_one_cluster() {
         assert_eq!(rejected, Some(0.0), "{}: every packet opened", i.name);
     }
 }
+
+#[test]
+fn the_advertised_address_can_come_from_the_environment() {
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nnodes = [\"127.0.0.1:9\"]\n[cluster]\nname = \"pod-1\"\n\
+         listen = \"0.0.0.0:7946\"\nsecret = \"{SECRET}\"\n"
+    );
+    let config = ConfigFile::new(&text);
+    let check = |value: Option<&str>| {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(["--check", "-c", config.path()]);
+        match value {
+            Some(v) => cmd.env("TIERLB_CLUSTER_ADVERTISE", v),
+            None => cmd.env_remove("TIERLB_CLUSTER_ADVERTISE"),
+        };
+        cmd.output().expect("run --check")
+    };
+    let without = check(None);
+    assert_eq!(
+        without.status.code(),
+        Some(2),
+        "0.0.0.0 needs an advertised address"
+    );
+    let with = check(Some("10.1.2.3:7946"));
+    let stdout = String::from_utf8_lossy(&with.stdout);
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    assert!(stdout.contains("advertise 10.1.2.3:7946"), "{stdout}");
+    let bad = check(Some("0.0.0.0:7946"));
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("TIERLB_CLUSTER_ADVERTISE is `0.0.0.0:7946`"),
+        "{stderr}"
+    );
+}

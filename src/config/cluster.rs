@@ -74,11 +74,13 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Reads `[cluster]` if the file has one; `config_path` anchors a relative `secret_file`.
+/// Reads `[cluster]` if the file has one; `config_path` anchors a relative `secret_file`, and
+/// `advertise_override` (from `TIERLB_CLUSTER_ADVERTISE`) replaces `advertise`.
 pub(super) fn read(
     walk: &mut Walk<'_>,
     top: &Section<'_>,
     config_path: &str,
+    advertise_override: Option<SocketAddr>,
 ) -> Option<ClusterConfig> {
     let table = walk.table(top, "cluster")?;
     let header = top.table.key("cluster").and_then(|k| k.span());
@@ -96,7 +98,10 @@ pub(super) fn read(
             None
         }
     };
-    let advertise = advertise(walk, &s, listen);
+    let advertise = match advertise_override {
+        Some(addr) => Some(Some(addr)),
+        None => advertise(walk, &s, listen),
+    };
     let peers = peers(walk, &s);
     let secret = secret(walk, &s, config_path, &header);
     let interval = interval(walk, &s);

@@ -49,7 +49,7 @@ pub(super) fn read(text: &str, path: &str, overrides: &Overrides) -> Result<Conf
     walk.unknown_keys(&top, &TOP_KEYS, "the top level");
     let threads = walk.count(&top, "threads", 1, MAX_THREADS);
     let admin = admin(&mut walk, &top, overrides);
-    let cluster = super::cluster::read(&mut walk, &top, path);
+    let cluster = super::cluster::read(&mut walk, &top, path, overrides.cluster_advertise);
     let services = if top.table.contains_key("services") {
         several(&mut walk, &top, overrides)?
     } else {
