@@ -11,7 +11,8 @@
 //! - [`config`]: TOML and flags into a validated [`config::Config`]; every error names file,
 //!   line and key, and all of a file's errors are reported at once.
 //! - [`cli`]: the command line, the admin token file and variable.
-//! - [`node`]: [`node::Node`] and its health state machine, the one shared truth.
+//! - [`node`]: [`node::Node`] and its health state machine, the one shared truth, with what
+//!   the cluster's peers say about it.
 //! - [`balancer`]: the pure pick, weighted least connections with strict turns among ties.
 //! - [`upstream`]: one service's settings, node set and strategy, as one snapshot.
 //! - [`connect`]: one connect attempt, its failure classified, retries on other nodes.
@@ -29,6 +30,9 @@
 //! - [`shutdown`]: the signals that stop and reload tierlb.
 //! - [`reload`]: the pure node-list diff and its application on SIGHUP.
 //! - [`metrics`]: counters, the connect-latency histogram, recent samples, Prometheus text.
+//! - [`cluster`]: several instances as one: gossip (chitchat) over a sealed UDP transport,
+//!   what each publishes, and the merge rules that turn peers' reports into each node's
+//!   suspect flag, cluster-wide load and drain.
 //! - [`admin`]: the HTTP endpoint for metrics, status, the status page and node drain.
 //! - [`throttle`]: rate-limited log lines.
 //! - [`net`]: socket options and which errors are this host's own.
@@ -39,7 +43,9 @@
 //!    process-wide descriptor budget before accepting, so at a limit clients wait in the
 //!    kernel's accept queue; it accepts and spawns one task per client ([`conn::handle`]).
 //! 2. The task loads its service's [`upstream::Upstream`] (settings, nodes and strategy, one
-//!    lock-free snapshot) and asks it for the best node ([`balancer::pick`]).
+//!    lock-free snapshot) and asks it for the best node ([`balancer::pick`]); in a cluster
+//!    the pick counts every instance's connections and avoids suspect nodes, reading only
+//!    atomics the cluster task keeps up to date.
 //! 3. [`connect`] tries it with the connect timeout; a failure is counted on that node and the
 //!    next-best untried node is tried, at most `retries` more times. A local failure (out of
 //!    descriptors or ports) is neither counted on the node nor retried.

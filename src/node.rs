@@ -1,7 +1,8 @@
 //! Nodes and their health: the one shared truth read by picking, probing, metrics and the
 //! admin endpoint.
 //!
-//! A [`Node`] holds its address, weight, active connection count and [`Health`]. Health is a
+//! A [`Node`] holds its address, weight, active connection count, [`Health`] and the
+//! cluster peers' view of it ([`PeerView`]). Health is a
 //! small state machine ([`Health::observe`]) fed by every result about the node: real connect
 //! attempts and client connections (passive) and probes (active) alike, so `fall` counts them
 //! together. [`NodeSet::observe`] records a result and logs the state change it causes with

@@ -244,3 +244,33 @@ async fn the_status_page_shows_the_members_and_the_peers_verdicts() {
         "A's verdict in n2's row: {row}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_other_nodes_is_shown_and_logged_as_drifting() {
+    let backends = nodes().await;
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let a = Instance::start(&Spec::new("a", &addrs, &[]));
+    let b = Instance::start(&Spec::new("b", &addrs[..2], &[a.gossip]));
+    let status = a.wait_members(&["a", "b"]).await;
+    let member = |s: &serde_json::Value, name: &str| {
+        s["cluster"]["members"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no member {name}: {s:#}"))
+    };
+    let status = if member(&status, "b")["drift"] == true {
+        status
+    } else {
+        a.wait_status("b drifting", WAIT, |s| member(s, "b")["drift"] == true)
+            .await
+    };
+    assert_ne!(
+        member(&status, "a")["fingerprint"],
+        member(&status, "b")["fingerprint"]
+    );
+    a.lb.wait_log_all(&["configuration drift", "member=\"b\""], 1, WAIT)
+        .expect("A logs the drift");
+    assert_eq!(a.lb.count(&["configuration drift"]), 1, "logged once");
+    b.lb.wait_log_all(&["configuration drift", "member=\"a\""], 1, WAIT)
+        .expect("B logs it too");
+}

@@ -283,3 +283,25 @@ fn admin_token_from_a_file_or_the_environment_is_checked_and_never_shown() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_cluster_examples_pass_check_with_their_key_beside_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("cluster.key"), "k".repeat(44) + "\n").expect("key");
+    for name in ["lb1.toml", "lb2.toml"] {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/cluster")
+            .join(name);
+        let copy = dir.path().join(name);
+        std::fs::copy(&example, &copy).expect("copy the example");
+        let out = tierlb(&["--check", "-c", copy.to_str().expect("utf-8 path")]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("cluster lb"), "{stdout}");
+        assert!(!stdout.contains("warning"), "{name}: {stdout}");
+    }
+}
