@@ -98,7 +98,7 @@ def main():
             chromium.call("Page.navigate", {"url": url}, session)
             row = f'[...document.querySelectorAll("#nodes tr")].find(r => r.cells[0].textContent === {json.dumps(node)})'
             chromium.wait_for(session, f"!!({row})")
-            before = chromium.evaluate(session, 'document.querySelector("table").outerHTML')
+            before = chromium.evaluate(session, 'document.getElementById("nodes").closest("table").outerHTML')
             # The click opens the token prompt; the dialog blocks the page until answered, so
             # the click is not awaited.
             chromium.call("Runtime.evaluate", {
@@ -110,7 +110,7 @@ def main():
             chromium.call("Page.handleJavaScriptDialog",
                           {"accept": True, "promptText": token}, session)
             chromium.wait_for(session, f'({row}).className === "drained"')
-            after = chromium.evaluate(session, 'document.querySelector("table").outerHTML')
+            after = chromium.evaluate(session, 'document.getElementById("nodes").closest("table").outerHTML')
             print(json.dumps({"before": before, "after": after}))
         finally:
             chromium.close()
