@@ -75,6 +75,7 @@ impl Task {
                 () = stop.cancelled() => break,
                 result = &mut ended => {
                     tracing::error!(error = ?result.err(), "cluster gossip stopped; serving on this instance's own view");
+                    self.forget_peers();
                     return;
                 }
                 _ = tick.tick() => {
@@ -88,6 +89,7 @@ impl Task {
                 }
                 changed = live.changed() => {
                     if changed.is_err() {
+                        self.forget_peers();
                         return;
                     }
                     self.merge(&mut live);
@@ -214,6 +216,15 @@ impl Task {
                 if node.peers.update(reports, j.load, j.suspect) {
                     tracing::info!(service = %service.name, node = %node.address, by = %by.join(", "), "node suspect: reported down by {}; probing it now", by.join(", "));
                 }
+            }
+        }
+    }
+
+    /// Drops every peer's report, load and suspicion: without gossip they would only go stale.
+    fn forget_peers(&self) {
+        for service in self.shared.services().iter() {
+            for node in &service.upstream().nodes.nodes {
+                node.peers.update(Vec::new(), 0, false);
             }
         }
     }
