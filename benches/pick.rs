@@ -19,6 +19,7 @@ fn nodes(count: usize) -> (NodeSet, Vec<ActiveGuard>) {
                 .expect("node address"),
             weight: 1 + (i % 3) as u32,
             max_connections: None,
+            backup: false,
         })
         .collect();
     let set = NodeSet::new(&configs, 2, 3);
@@ -56,7 +57,7 @@ fn run(group: &mut BenchmarkGroup<'_, WallTime>, set: &NodeSet, count: usize) {
     group.bench_with_input(BenchmarkId::from_parameter(count), set, |b, set| {
         b.iter(|| {
             seed = seed.wrapping_add(1);
-            let key = Key { seed };
+            let key = Key { seed, client: 0 };
             let picked = pick(
                 Strategy::LeastConnections,
                 black_box(&set.nodes),

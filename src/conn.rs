@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 
-use crate::balancer::Key;
+use crate::balancer::{client_hash, Key};
 use crate::connect::{self, AttemptError, Attempts, ConnectError, Connected};
 use crate::metrics::ActiveClient;
 use crate::node::{FailureKind, Node, NodeSet, Observation, Source};
@@ -29,6 +29,7 @@ pub async fn handle<P: Send>(
     let settings = &upstream.settings;
     let key = Key {
         seed: service.next_pick.fetch_add(1, Ordering::Relaxed),
+        client: client_hash(peer.ip()),
     };
     let mut attempts = Attempts::default();
     loop {

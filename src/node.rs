@@ -60,6 +60,11 @@ pub enum Source {
 pub struct Node {
     /// Where the node listens.
     pub address: NodeAddr,
+    /// A hash of the address as written, the same in every process: its identity for source
+    /// affinity.
+    identity: u64,
+    /// Takes clients only while no primary node of its service is up.
+    backup: AtomicBool,
     /// Relative share of connections.
     weight: AtomicU32,
     /// Most connections at once, `u32::MAX` when unlimited.
@@ -94,6 +99,8 @@ impl Node {
     pub fn new(config: &NodeConfig, rise: u32, fall: u32) -> Node {
         let node = Node {
             address: config.address.clone(),
+            identity: fnv1a(&config.address.to_string()),
+            backup: AtomicBool::new(false),
             weight: AtomicU32::new(1),
             max_connections: AtomicU32::new(u32::MAX),
             active: AtomicU32::new(0),
@@ -116,12 +123,23 @@ impl Node {
     /// Applies (re)loaded settings; health, active count and counters are kept.
     pub fn configure(&self, config: &NodeConfig, rise: u32, fall: u32) {
         self.weight.store(config.weight.max(1), Ordering::Relaxed);
+        self.backup.store(config.backup, Ordering::Relaxed);
         self.max_connections.store(
             config.max_connections.unwrap_or(u32::MAX),
             Ordering::Relaxed,
         );
         self.rise.store(rise, Ordering::Relaxed);
         self.fall.store(fall, Ordering::Relaxed);
+    }
+
+    /// Whether the node is a backup (`backup = true`).
+    pub fn is_backup(&self) -> bool {
+        self.backup.load(Ordering::Relaxed)
+    }
+
+    /// The address's identity hash (see the field).
+    pub fn identity(&self) -> u64 {
+        self.identity
     }
 
     /// Relative share of connections.
@@ -279,6 +297,13 @@ impl Node {
     }
 }
 
+/// FNV-1a of a text: a small, fixed hash, the same in every process.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Milliseconds since the Unix epoch (0 for a clock set before it).
 pub fn epoch_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
@@ -314,6 +339,7 @@ mod tests {
             address: "a:1".parse().expect("addr"),
             weight: 1,
             max_connections: Some(1),
+            backup: false,
         };
         let node = Arc::new(Node::new(&config, 2, 3));
         let guard = node.try_acquire().expect("first slot");

@@ -77,5 +77,7 @@ impl Upstream {
 fn strategy(balance: Balance) -> Strategy {
     match balance {
         Balance::LeastConnections => Strategy::LeastConnections,
+        Balance::RoundRobin => Strategy::RoundRobin,
+        Balance::Source => Strategy::Source,
     }
 }

@@ -149,6 +149,7 @@ pub(super) fn node_json(n: &Node) -> Value {
         "since": humantime::format_rfc3339_seconds(n.since()).to_string(),
         "seconds_in_state": seconds_since(n.since()),
         "weight": n.weight(),
+        "backup": n.is_backup(),
         "active": n.active(),
         "connections": s.connections.load(Relaxed),
         "connect_failures": failures,

@@ -5,13 +5,15 @@ use crate::node::{advance, STRIDE};
 use rstest::rstest;
 
 #[derive(Clone, Copy)]
-struct Fake {
-    active: u32,
-    weight: u32,
-    up: bool,
-    full: bool,
-    pass: u64,
-    suspect: bool,
+pub(super) struct Fake {
+    pub(super) active: u32,
+    pub(super) weight: u32,
+    pub(super) up: bool,
+    pub(super) full: bool,
+    pub(super) pass: u64,
+    pub(super) suspect: bool,
+    pub(super) backup: bool,
+    pub(super) identity: u64,
 }
 
 impl Load for Fake {
@@ -32,6 +34,12 @@ impl Load for Fake {
     }
     fn is_suspect(&self) -> bool {
         self.suspect
+    }
+    fn is_backup(&self) -> bool {
+        self.backup
+    }
+    fn identity(&self) -> u64 {
+        self.identity
     }
 }
 
@@ -57,16 +65,19 @@ impl Set {
     }
 }
 
-fn nodes(weights: &[u32]) -> Vec<Fake> {
+pub(super) fn nodes(weights: &[u32]) -> Vec<Fake> {
     weights
         .iter()
-        .map(|&weight| Fake {
+        .enumerate()
+        .map(|(i, &weight)| Fake {
             active: 0,
             weight,
             up: true,
             full: false,
             pass: 0,
             suspect: false,
+            backup: false,
+            identity: 1000 + i as u64,
         })
         .collect()
 }
@@ -349,6 +360,6 @@ fn retry_order_is_next_best() {
 fn the_strategy_is_least_connections() {
     let mut n = nodes(&[1, 1]);
     n[0].active = 3;
-    let key = Key { seed: 7 };
+    let key = Key { seed: 7, client: 0 };
     assert_eq!(pick(Strategy::LeastConnections, &n, 0, key, &[]), Some(1));
 }

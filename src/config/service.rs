@@ -16,7 +16,7 @@ const MAX_RISE_FALL: u32 = u16::MAX as u32;
 
 const HEALTH_KEYS: [&str; 6] = ["interval", "timeout", "rise", "fall", "send", "expect"];
 const TIMEOUT_KEYS: [&str; 3] = ["connect", "idle", "drain"];
-const NODE_KEYS: [&str; 3] = ["address", "weight", "max_connections"];
+const NODE_KEYS: [&str; 4] = ["address", "weight", "max_connections", "backup"];
 /// The keys of a `[services.NAME]` table.
 pub(super) const SERVICE_KEYS: [&str; 8] = [
     "listen",
@@ -94,13 +94,18 @@ pub(super) fn address(walk: &mut Walk<'_>, section: &Section<'_>, key: &str) -> 
 
 /// `balance`: how the service picks its nodes.
 fn balance(walk: &mut Walk<'_>, section: &Section<'_>) -> Balance {
-    let Some((text, span)) = walk.string(section, "balance", "\"least-connections\"") else {
+    let expected = "\"least-connections\", \"round-robin\" or \"source\"";
+    let Some((text, span)) = walk.string(section, "balance", expected) else {
         return Balance::LeastConnections;
     };
     match text {
         "least-connections" => Balance::LeastConnections,
+        "round-robin" => Balance::RoundRobin,
+        "source" => Balance::Source,
         other => {
-            let message = format!("is \"{other}\"; this version balances by \"least-connections\"");
+            let message = format!(
+                "is \"{other}\"; use \"least-connections\" (the default), \"round-robin\" or \"source\""
+            );
             walk.error(&section.key("balance"), &span, message);
             Balance::LeastConnections
         }
@@ -120,6 +125,7 @@ fn flag_nodes(flags: &[NodeAddr]) -> Result<Vec<NodeConfig>, ConfigError> {
             address: address.clone(),
             weight: 1,
             max_connections: None,
+            backup: false,
         });
     }
     Ok(nodes)
@@ -158,7 +164,8 @@ fn nodes(walk: &mut Walk<'_>, section: &Section<'_>) -> Option<Vec<NodeConfig>> 
     Some(nodes)
 }
 
-/// One node entry, `"host:port"` or `{ address = "host:port", weight = N, max_connections = N }`.
+/// One node entry, `"host:port"` or
+/// `{ address = "host:port", weight = N, max_connections = N, backup = true }`.
 fn node(walk: &mut Walk<'_>, key: &str, value: &Value) -> Option<NodeConfig> {
     let parse = |walk: &mut Walk<'_>, text: &str, span: &Span, key: &str| {
         text.parse::<NodeAddr>()
@@ -171,6 +178,7 @@ fn node(walk: &mut Walk<'_>, key: &str, value: &Value) -> Option<NodeConfig> {
             address,
             weight: 1,
             max_connections: None,
+            backup: false,
         });
     }
     let Some(table) = value.as_inline_table() else {
@@ -185,6 +193,7 @@ fn node(walk: &mut Walk<'_>, key: &str, value: &Value) -> Option<NodeConfig> {
     walk.unknown_keys(&section, &NODE_KEYS, "a node table");
     let weight = walk.count(&section, "weight", 1, u32::MAX);
     let max_connections = walk.count(&section, "max_connections", 1, u32::MAX);
+    let backup = walk.flag(&section, "backup");
     let Some((text, span)) = walk.string(&section, "address", "an address such as \"node1:8080\"")
     else {
         if table.get("address").is_none() {
@@ -198,6 +207,7 @@ fn node(walk: &mut Walk<'_>, key: &str, value: &Value) -> Option<NodeConfig> {
         address,
         weight: weight.unwrap_or(1),
         max_connections,
+        backup: backup.unwrap_or(false),
     })
 }
 

@@ -67,10 +67,19 @@ impl ServiceConfig {
     /// The service's lines of the summary.
     fn summarise(&self, out: &mut String) {
         let _ = writeln!(out, "listen {}", self.listen);
+        let balance = match self.balance {
+            super::Balance::LeastConnections => "least-connections",
+            super::Balance::RoundRobin => "round-robin",
+            super::Balance::Source => "source",
+        };
+        let _ = writeln!(out, "balance {balance}");
         for node in &self.nodes {
             let _ = write!(out, "node {} weight {}", node.address, node.weight);
             if let Some(max) = node.max_connections {
                 let _ = write!(out, " max_connections {max}");
+            }
+            if node.backup {
+                out.push_str(" backup");
             }
             out.push('\n');
         }

@@ -137,6 +137,16 @@ impl<'a> Walk<'a> {
         }
     }
 
+    /// A boolean, `true` or `false`.
+    pub fn flag(&mut self, section: &Section<'_>, key: &str) -> Option<bool> {
+        let (item, span) = self.item(section, key)?;
+        let flag = item.as_bool();
+        if flag.is_none() {
+            self.wrong_type(&section.key(key), &span, "true or false", item);
+        }
+        flag
+    }
+
     /// A whole number from `min` to `max`.
     pub fn count(&mut self, section: &Section<'_>, key: &str, min: i64, max: u32) -> Option<u32> {
         let (item, span) = self.item(section, key)?;
