@@ -198,6 +198,9 @@ def idle_hold(proc, port, backend_ports, count, seconds, cpu):
 # A second tierlb binary to run beside this one (--baseline), e.g. a build of the previous
 # commit, so that a change on the data path is measured against what it replaces.
 BASELINE = None
+# Extra top-level config lines for the tierlb column only (--tierlb-config), e.g.
+# "access_log = true", to measure what a feature costs against the same binary without it.
+TIERLB_EXTRA = ""
 
 
 def configs(work, kind, port, nodes):
@@ -205,7 +208,8 @@ def configs(work, kind, port, nodes):
     path = os.path.join(work, f"{kind}-{port}.conf")
     if kind in ("tierlb", "baseline"):
         text = (f'listen = "127.0.0.1:{port}"\nnodes = [{", ".join(chr(34) + n + chr(34) for n in nodes)}]\n'
-                'threads = 1\n[health]\ninterval = "2s"\ntimeout = "1s"\nrise = 2\nfall = 3\n')
+                'threads = 1\n' + (TIERLB_EXTRA + '\n' if kind == "tierlb" and TIERLB_EXTRA else '') +
+                '[health]\ninterval = "2s"\ntimeout = "1s"\nrise = 2\nfall = 3\n')
         binary = BASELINE if kind == "baseline" else os.path.join(ROOT, "target", "release", "tierlb")
         argv = [binary, "-c", path]
     elif kind == "haproxy":
@@ -343,9 +347,12 @@ def main():
     ap.add_argument("--only", default="tierlb,haproxy,nginx,direct")
     ap.add_argument("--baseline", metavar="BIN",
                     help="another tierlb binary, run as the extra column 'baseline'")
+    ap.add_argument("--tierlb-config", metavar="TOML", default="",
+                    help="top-level config lines for the tierlb column only, e.g. 'access_log = true'")
     args = ap.parse_args()
     kinds = args.only.split(",")
-    global BASELINE
+    global BASELINE, TIERLB_EXTRA
+    TIERLB_EXTRA = args.tierlb_config
     if args.baseline:
         BASELINE = os.path.abspath(args.baseline)
         kinds.insert(1, "baseline")

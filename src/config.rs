@@ -81,6 +81,8 @@ pub struct ServiceConfig {
     pub dns_ttl: Duration,
     /// Most client connections open at once on the listener; `None` for no limit.
     pub max_connections: Option<u32>,
+    /// One `tierlb::access` log line per closed connection.
+    pub access_log: bool,
 }
 
 /// How a service picks its nodes (`balance`).

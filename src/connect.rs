@@ -145,6 +145,8 @@ pub struct Connected {
     pub slot: ActiveGuard,
     /// The node's index in the set it was picked from.
     pub index: usize,
+    /// How long the successful connect took.
+    pub took: Duration,
 }
 
 /// What one client's connect attempts have spent so far: the nodes tried and the attempts
@@ -159,6 +161,11 @@ pub struct Attempts {
 }
 
 impl Attempts {
+    /// Connect attempts made so far, on every node.
+    pub fn made(&self) -> u32 {
+        self.made
+    }
+
     /// Records that the node at `index` took the client and dropped it before answering; it
     /// is not tried again for this client. The failure is counted on the node by the caller.
     pub fn dropped(&mut self, index: usize, node: &Node, error: AttemptError) {
@@ -200,7 +207,8 @@ pub async fn connect(
         let started = Instant::now();
         match open(node, timeout, dns_ttl).await {
             Ok(stream) => {
-                node.stats.connected(started.elapsed());
+                let took = started.elapsed();
+                node.stats.connected(took);
                 nodes.observe(
                     node,
                     Source::Client,
@@ -211,6 +219,7 @@ pub async fn connect(
                     stream,
                     slot,
                     index: i,
+                    took,
                 });
             }
             Err(error) => {

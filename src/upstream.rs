@@ -20,6 +20,8 @@ pub struct Settings {
     pub health: HealthConfig,
     /// How long a node name's addresses are kept before it is looked up again.
     pub dns_ttl: Duration,
+    /// One `tierlb::access` line per closed connection.
+    pub access_log: bool,
 }
 
 impl Settings {
@@ -30,6 +32,7 @@ impl Settings {
             timeouts: config.timeouts,
             health: config.health.clone(),
             dns_ttl: config.dns_ttl,
+            access_log: config.access_log,
         }
     }
 }

@@ -17,13 +17,14 @@ use super::{
 /// Most runtime threads: far more than any machine's cores, far fewer than would exhaust it.
 const MAX_THREADS: u32 = 1024;
 
-const TOP_KEYS: [&str; 12] = [
+const TOP_KEYS: [&str; 13] = [
     "listen",
     "nodes",
     "balance",
     "retries",
     "dns_ttl",
     "max_connections",
+    "access_log",
     "threads",
     "health",
     "timeouts",
@@ -78,6 +79,7 @@ fn built_in() -> Defaults {
         retries: DEFAULT_RETRIES,
         dns_ttl: DEFAULT_DNS_TTL,
         max_connections: None,
+        access_log: false,
         health: HealthConfig {
             interval: DEFAULT_INTERVAL,
             timeout: DEFAULT_PROBE_TIMEOUT,
@@ -130,6 +132,9 @@ fn several(
         .unwrap_or(base.retries);
     if let Some((d, _)) = walk.duration(top, "dns_ttl", true) {
         base.dns_ttl = d;
+    }
+    if let Some(on) = walk.flag(top, "access_log") {
+        base.access_log = on;
     }
     base.health = service::health(walk, top, &base.health);
     base.timeouts = service::timeouts(walk, top, base.timeouts);

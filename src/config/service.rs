@@ -1,5 +1,5 @@
 //! One service's table read into a [`ServiceConfig`]: its listen address and nodes, and its
-//! `retries`, `dns_ttl`, `max_connections`, `[health]` and `[timeouts]`, each key falling back
+//! `retries`, `dns_ttl`, `max_connections`, `access_log`, `[health]` and `[timeouts]`, each key falling back
 //! to the file's top-level default ([`Defaults`]) when the service does not set it.
 
 use std::net::SocketAddr;
@@ -18,13 +18,14 @@ const HEALTH_KEYS: [&str; 6] = ["interval", "timeout", "rise", "fall", "send", "
 const TIMEOUT_KEYS: [&str; 3] = ["connect", "idle", "drain"];
 const NODE_KEYS: [&str; 4] = ["address", "weight", "max_connections", "backup"];
 /// The keys of a `[services.NAME]` table.
-pub(super) const SERVICE_KEYS: [&str; 8] = [
+pub(super) const SERVICE_KEYS: [&str; 9] = [
     "listen",
     "nodes",
     "balance",
     "retries",
     "dns_ttl",
     "max_connections",
+    "access_log",
     "health",
     "timeouts",
 ];
@@ -38,6 +39,7 @@ pub(super) struct Defaults {
     pub retries: u32,
     pub dns_ttl: Duration,
     pub max_connections: Option<u32>,
+    pub access_log: bool,
     pub health: HealthConfig,
     pub timeouts: Timeouts,
 }
@@ -62,6 +64,7 @@ pub(super) fn service(
     let retries = walk.count(section, "retries", 0, u32::MAX);
     let dns_ttl = walk.duration(section, "dns_ttl", true).map(|(d, _)| d);
     let max_connections = walk.count(section, "max_connections", 1, u32::MAX);
+    let access_log = walk.flag(section, "access_log");
     let health = health(walk, section, &base.health);
     let timeouts = timeouts(walk, section, base.timeouts);
     let (Some(listen), Some(nodes)) = (listen, nodes) else {
@@ -75,6 +78,7 @@ pub(super) fn service(
         retries: retries.unwrap_or(base.retries),
         dns_ttl: dns_ttl.unwrap_or(base.dns_ttl),
         max_connections: max_connections.or(base.max_connections),
+        access_log: access_log.unwrap_or(base.access_log),
         health,
         timeouts,
     }))
