@@ -20,6 +20,7 @@ fn nodes(count: usize) -> (NodeSet, Vec<ActiveGuard>) {
             weight: 1 + (i % 3) as u32,
             max_connections: None,
             backup: false,
+            proxy_protocol: tierlb::config::ProxyProtocol::Off,
         })
         .collect();
     let set = NodeSet::new(&configs, 2, 3);

@@ -22,7 +22,7 @@ mod service;
 mod summary;
 mod walk;
 
-pub use address::{parse_listen, parse_node_flag, NodeAddr};
+pub use address::{parse_listen, parse_node_flag, Cidr, NodeAddr};
 pub use cluster::{ClusterConfig, Secret, DEFAULT_GOSSIP_INTERVAL, MIN_SECRET_LEN};
 pub use duration::show as show_duration;
 
@@ -42,6 +42,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a node name's addresses are kept before it is looked up again.
 pub const DEFAULT_DNS_TTL: Duration = Duration::from_secs(2);
+/// Default time a client from `accept_proxy_from` has to send its PROXY header.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default number of extra connect attempts on other nodes.
 pub const DEFAULT_RETRIES: u32 = 2;
 
@@ -83,6 +85,22 @@ pub struct ServiceConfig {
     pub max_connections: Option<u32>,
     /// One `tierlb::access` log line per closed connection.
     pub access_log: bool,
+    /// The PROXY header nodes are sent, unless a node says otherwise.
+    pub proxy_protocol: ProxyProtocol,
+    /// Sources whose connections must start with a PROXY header (`accept_proxy_from`).
+    pub accept_proxy_from: Vec<Cidr>,
+}
+
+/// The PROXY protocol header a node is sent before a client's bytes (`proxy_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProxyProtocol {
+    /// None (the default).
+    #[default]
+    Off,
+    /// v1, the text line (`PROXY TCP4 src dst sport dport`).
+    V1,
+    /// v2, the binary header.
+    V2,
 }
 
 /// How a service picks its nodes (`balance`).
@@ -132,6 +150,8 @@ pub struct NodeConfig {
     pub max_connections: Option<u32>,
     /// Takes clients only while no primary node is up (`backup = true`).
     pub backup: bool,
+    /// The PROXY header it is sent: its own `proxy_protocol`, else its service's.
+    pub proxy_protocol: ProxyProtocol,
 }
 
 /// Active probe settings (`[health]`).
@@ -160,6 +180,8 @@ pub struct Timeouts {
     pub idle: Duration,
     /// On shutdown, how long open connections may still run.
     pub drain: Duration,
+    /// How long a client from `accept_proxy_from` has to send its PROXY header.
+    pub handshake: Duration,
 }
 
 /// Why a configuration was rejected. Every variant names what is wrong and where.

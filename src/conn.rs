@@ -11,11 +11,14 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use crate::balancer::{client_hash, Key};
-use crate::connect::{self, AttemptError, Attempts, ConnectError, Connected};
+use crate::config::show_duration;
+use crate::connect::{self, AttemptError, Attempts, Client, ConnectError, Connected};
 use crate::metrics::ActiveClient;
 use crate::node::{FailureKind, Node, NodeSet, Observation, Source};
+use crate::proxy_protocol;
 use crate::service::Service;
 use crate::splice::{self, End, NodeEnd, Outcome, Side};
+use crate::upstream::Settings;
 
 /// Serves one client: connect to a node (with retries), splice, count and log the end. The
 /// connection-limit permits, the node slot and the listener's active count are released when this
@@ -30,6 +33,10 @@ pub async fn handle<P: Send>(
     let upstream = service.upstream();
     let settings = &upstream.settings;
     let opened = settings.access_log.then(Instant::now);
+    let Some(who) = greet(&mut client, peer, &service, settings).await else {
+        return;
+    };
+    let peer = who.addr;
     let key = Key {
         seed: service.next_pick.fetch_add(1, Ordering::Relaxed),
         client: client_hash(peer.ip()),
@@ -39,7 +46,7 @@ pub async fn handle<P: Send>(
         // The connect phase (retries, DNS, timeouts) is a larger future than the splice that
         // follows; boxing it keeps it out of this task's own state, so a long-lived
         // connection holds only what the splice needs.
-        let connected = Box::pin(connect::connect(&upstream, key, &mut attempts)).await;
+        let connected = Box::pin(connect::connect(&upstream, key, &mut attempts, who)).await;
         let Connected {
             stream,
             slot,
@@ -110,6 +117,45 @@ pub async fn handle<P: Send>(
             }
         }
     }
+}
+
+/// The client as its node is told of it: the peer, or, when the peer is a listed PROXY
+/// source, the client its header names. `None` when that header is missing, malformed, too
+/// long or late: the client is then closed, counted and logged (a few lines a second at most).
+async fn greet(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    service: &Service,
+    settings: &Settings,
+) -> Option<Client> {
+    let local = if settings.sends_proxy {
+        client.local_addr().unwrap_or(service.bound)
+    } else {
+        service.bound
+    };
+    let mut who = Client { addr: peer, local };
+    if !settings
+        .accept_proxy_from
+        .iter()
+        .any(|r| r.contains(peer.ip()))
+    {
+        return Some(who);
+    }
+    let limit = settings.timeouts.handshake;
+    let refused = match tokio::time::timeout(limit, proxy_protocol::read(client)).await {
+        Ok(Ok(header)) => {
+            who.addr = header.source.unwrap_or(peer);
+            who.local = header.destination.unwrap_or(local);
+            return Some(who);
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no PROXY header within {}", show_duration(limit)),
+    };
+    service.listener.failed.fetch_add(1, Ordering::Relaxed);
+    if service.client_failures.allow() {
+        tracing::warn!(client = %peer, "closing client: {refused}");
+    }
+    None
 }
 
 /// Tells the node's health what it did with the client: answered (a byte came back), or

@@ -2,18 +2,20 @@
 //! counted, the node told, and the retry on the next-best other node.
 
 use std::io;
+use std::net::SocketAddr;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::balancer::Key;
 use crate::config::NodeAddr;
-use crate::net;
 use crate::node::{ActiveGuard, DnsError, FailureKind, Node, Observation, Source};
 use crate::upstream::Upstream;
+use crate::{net, proxy_protocol};
 
 /// Why one connect attempt (or probe connect) failed.
 #[derive(Debug, thiserror::Error)]
@@ -174,16 +176,45 @@ impl Attempts {
     }
 }
 
+/// Who the client is, for the PROXY header a node may be sent: the real client (from an
+/// accepted header, else the peer) and the address it connected to.
+#[derive(Debug, Clone, Copy)]
+pub struct Client {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// The address it connected to.
+    pub local: SocketAddr,
+}
+
+/// Writes the node's PROXY header for `client`, if it takes one, within `timeout`.
+async fn introduce(
+    stream: &mut TcpStream,
+    node: &Node,
+    client: Client,
+    timeout: Duration,
+) -> Result<(), AttemptError> {
+    let Some(header) = proxy_protocol::header(node.proxy_protocol(), client.addr, client.local)
+    else {
+        return Ok(());
+    };
+    match tokio::time::timeout(timeout, stream.write_all(&header)).await {
+        Ok(result) => result.map_err(AttemptError::from_io),
+        Err(_) => Err(AttemptError::Timeout(timeout)),
+    }
+}
+
 /// Connects the client with `key` to the best node of `upstream`, retrying up to its
 /// `retries` times in all (counting the attempts already in `attempts`), each time on the
 /// next-best node not yet tried. Every attempt's
 /// result is recorded on its node and counted. A local failure (out of descriptors or ports)
 /// is not the node's: it is not counted on it, and not retried on another node, which would
-/// fail the same way.
+/// fail the same way. A node that takes a PROXY header is sent it for `client` before
+/// anything else; failing to write it fails the attempt.
 pub async fn connect(
     upstream: &Upstream,
     key: Key,
     attempts: &mut Attempts,
+    client: Client,
 ) -> Result<Connected, ConnectError> {
     let nodes = &upstream.nodes;
     let list = &nodes.nodes;
@@ -205,7 +236,13 @@ pub async fn connect(
         }
         attempts.made += 1;
         let started = Instant::now();
-        match open(node, timeout, dns_ttl).await {
+        let opened = match open(node, timeout, dns_ttl).await {
+            Ok(mut stream) => introduce(&mut stream, node, client, timeout)
+                .await
+                .map(|()| stream),
+            Err(e) => Err(e),
+        };
+        match opened {
             Ok(stream) => {
                 let took = started.elapsed();
                 node.stats.connected(took);

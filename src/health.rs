@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connect::{self, AttemptError};
 use crate::node::{Node, Observation, Source};
+use crate::proxy_protocol;
 use crate::service::Service;
 use crate::upstream::Settings;
 
@@ -63,6 +64,10 @@ pub async fn probe(node: &Node, settings: &Settings) -> Result<(), ProbeError> {
     let health = &settings.health;
     let exchange = async {
         let mut stream = connect::open(node, health.timeout, settings.dns_ttl).await?;
+        // A node that reads PROXY headers is told this is no client (v2 LOCAL, v1 UNKNOWN).
+        if let Some(header) = proxy_protocol::probe_header(node.proxy_protocol()) {
+            stream.write_all(&header).await?;
+        }
         if let Some(send) = &health.send {
             stream.write_all(send).await?;
         }

@@ -19,6 +19,8 @@
 //! - [`splice`]: bytes both ways (copy for small messages, `splice(2)` for bulk), half-close,
 //!   reset propagation, idle timeout, and whether the node answered at all.
 //! - [`conn`]: one client from pick to close.
+//! - [`proxy_protocol`]: PROXY protocol headers written to nodes and read from trusted
+//!   clients.
 //! - [`buffers`]: per-thread pools of copy buffers and pipes, held only while bytes move.
 //! - [`limits`]: the descriptor budget that sets the default connection limit.
 //! - [`state`]: the services and what the admin endpoint reads.
@@ -83,6 +85,7 @@ pub(crate) mod listener;
 pub(crate) mod metrics;
 pub mod net;
 pub mod node;
+pub(crate) mod proxy_protocol;
 pub(crate) mod reload;
 pub mod server;
 pub(crate) mod service;

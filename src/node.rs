@@ -11,13 +11,13 @@
 //! lock and concurrent results can never lose an update or log a transition twice.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{NodeAddr, NodeConfig};
+use crate::config::{NodeAddr, NodeConfig, ProxyProtocol};
 mod dns;
 mod peers;
 mod recent;
@@ -65,6 +65,8 @@ pub struct Node {
     identity: u64,
     /// Takes clients only while no primary node of its service is up.
     backup: AtomicBool,
+    /// The PROXY header it is sent: 0 off, 1 v1, 2 v2.
+    proxy: AtomicU8,
     /// Relative share of connections.
     weight: AtomicU32,
     /// Most connections at once, `u32::MAX` when unlimited.
@@ -101,6 +103,7 @@ impl Node {
             address: config.address.clone(),
             identity: fnv1a(&config.address.to_string()),
             backup: AtomicBool::new(false),
+            proxy: AtomicU8::new(0),
             weight: AtomicU32::new(1),
             max_connections: AtomicU32::new(u32::MAX),
             active: AtomicU32::new(0),
@@ -124,12 +127,27 @@ impl Node {
     pub fn configure(&self, config: &NodeConfig, rise: u32, fall: u32) {
         self.weight.store(config.weight.max(1), Ordering::Relaxed);
         self.backup.store(config.backup, Ordering::Relaxed);
+        let proxy = match config.proxy_protocol {
+            ProxyProtocol::Off => 0,
+            ProxyProtocol::V1 => 1,
+            ProxyProtocol::V2 => 2,
+        };
+        self.proxy.store(proxy, Ordering::Relaxed);
         self.max_connections.store(
             config.max_connections.unwrap_or(u32::MAX),
             Ordering::Relaxed,
         );
         self.rise.store(rise, Ordering::Relaxed);
         self.fall.store(fall, Ordering::Relaxed);
+    }
+
+    /// The PROXY header the node is sent before a client's bytes.
+    pub fn proxy_protocol(&self) -> ProxyProtocol {
+        match self.proxy.load(Ordering::Relaxed) {
+            1 => ProxyProtocol::V1,
+            2 => ProxyProtocol::V2,
+            _ => ProxyProtocol::Off,
+        }
     }
 
     /// Whether the node is a backup (`backup = true`).
@@ -340,6 +358,7 @@ mod tests {
             weight: 1,
             max_connections: Some(1),
             backup: false,
+            proxy_protocol: ProxyProtocol::Off,
         };
         let node = Arc::new(Node::new(&config, 2, 3));
         let guard = node.try_acquire().expect("first slot");

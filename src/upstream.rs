@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::balancer::{self, Key, Strategy};
-use crate::config::{Balance, HealthConfig, ServiceConfig, Timeouts};
+use crate::config::{Balance, Cidr, HealthConfig, ServiceConfig, Timeouts};
 use crate::node::NodeSet;
 
 /// The settings of one service that connections and probes read.
@@ -22,6 +22,10 @@ pub struct Settings {
     pub dns_ttl: Duration,
     /// One `tierlb::access` line per closed connection.
     pub access_log: bool,
+    /// Sources whose connections start with a PROXY header.
+    pub accept_proxy_from: Vec<Cidr>,
+    /// Whether any node is sent a PROXY header (then a client's local address is needed).
+    pub sends_proxy: bool,
 }
 
 impl Settings {
@@ -33,6 +37,11 @@ impl Settings {
             health: config.health.clone(),
             dns_ttl: config.dns_ttl,
             access_log: config.access_log,
+            accept_proxy_from: config.accept_proxy_from.clone(),
+            sends_proxy: config
+                .nodes
+                .iter()
+                .any(|n| n.proxy_protocol != crate::config::ProxyProtocol::Off),
         }
     }
 }

@@ -137,6 +137,74 @@ impl FromStr for NodeAddr {
     }
 }
 
+/// A source range (`accept_proxy_from`): an address and a prefix length, `10.0.0.0/8`,
+/// `fd00::/8`, or one address (`127.0.0.1`, the same as `/32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network address (host bits zero).
+    pub network: IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in the range (an IPv4-mapped IPv6 address counts as its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => mask4(u32::from(a), self.prefix) == u32::from(n),
+            (IpAddr::V6(n), IpAddr::V6(a)) => mask6(u128::from(a), self.prefix) == u128::from(n),
+            _ => false,
+        }
+    }
+}
+
+fn mask4(a: u32, prefix: u8) -> u32 {
+    a & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
+}
+
+fn mask6(a: u128, prefix: u8) -> u128 {
+    a & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (ip, prefix) = s.split_once('/').map_or((s, None), |(i, p)| (i, Some(p)));
+        let ip: IpAddr = ip.parse().map_err(|_| {
+            format!("`{s}` is not an address range; write e.g. \"10.0.0.0/8\" or \"127.0.0.1\"")
+        })?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(format!("`{s}`: the prefix length must be 0 to {max}")),
+            },
+        };
+        let network = match ip {
+            IpAddr::V4(a) => IpAddr::V4(mask4(u32::from(a), prefix).into()),
+            IpAddr::V6(a) => IpAddr::V6(mask6(u128::from(a), prefix).into()),
+        };
+        if network != ip {
+            return Err(format!(
+                "`{s}` has host bits set; the range is {network}/{prefix}"
+            ));
+        }
+        Ok(Cidr { network, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +226,25 @@ mod tests {
         ] {
             assert!(bad.parse::<NodeAddr>().is_err(), "{bad} should be rejected");
         }
+    }
+
+    #[test]
+    fn ranges() {
+        let r: Cidr = "10.0.0.0/8".parse().expect("range");
+        assert!(r.contains("10.1.2.3".parse().expect("ip")));
+        assert!(r.contains("::ffff:10.1.2.3".parse().expect("ip")));
+        assert!(!r.contains("11.0.0.1".parse().expect("ip")));
+        let one: Cidr = "127.0.0.1".parse().expect("one address");
+        assert_eq!(one.to_string(), "127.0.0.1/32");
+        assert!("::/0"
+            .parse::<Cidr>()
+            .expect("all")
+            .contains("::1".parse().expect("ip")));
+        assert!("10.0.0.1/8"
+            .parse::<Cidr>()
+            .unwrap_err()
+            .contains("10.0.0.0/8"));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("example.com/8".parse::<Cidr>().is_err());
     }
 }

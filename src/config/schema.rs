@@ -17,7 +17,7 @@ use super::{
 /// Most runtime threads: far more than any machine's cores, far fewer than would exhaust it.
 const MAX_THREADS: u32 = 1024;
 
-const TOP_KEYS: [&str; 13] = [
+const TOP_KEYS: [&str; 15] = [
     "listen",
     "nodes",
     "balance",
@@ -25,6 +25,8 @@ const TOP_KEYS: [&str; 13] = [
     "dns_ttl",
     "max_connections",
     "access_log",
+    "proxy_protocol",
+    "accept_proxy_from",
     "threads",
     "health",
     "timeouts",
@@ -80,6 +82,8 @@ fn built_in() -> Defaults {
         dns_ttl: DEFAULT_DNS_TTL,
         max_connections: None,
         access_log: false,
+        proxy_protocol: crate::config::ProxyProtocol::Off,
+        accept_proxy_from: Vec::new(),
         health: HealthConfig {
             interval: DEFAULT_INTERVAL,
             timeout: DEFAULT_PROBE_TIMEOUT,
@@ -92,6 +96,7 @@ fn built_in() -> Defaults {
             connect: DEFAULT_CONNECT_TIMEOUT,
             idle: DEFAULT_IDLE_TIMEOUT,
             drain: DEFAULT_DRAIN_TIMEOUT,
+            handshake: crate::config::DEFAULT_HANDSHAKE_TIMEOUT,
         },
     }
 }
@@ -135,6 +140,12 @@ fn several(
     }
     if let Some(on) = walk.flag(top, "access_log") {
         base.access_log = on;
+    }
+    if let Some(p) = service::proxy_protocol(walk, top, "proxy_protocol") {
+        base.proxy_protocol = p;
+    }
+    if let Some(r) = service::ranges(walk, top) {
+        base.accept_proxy_from = r;
     }
     base.health = service::health(walk, top, &base.health);
     base.timeouts = service::timeouts(walk, top, base.timeouts);

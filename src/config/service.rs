@@ -9,16 +9,25 @@ use toml_edit::{Item, Value};
 
 use super::address::parse_listen;
 use super::walk::{Section, Span, Walk};
-use super::{Balance, ConfigError, HealthConfig, NodeAddr, NodeConfig, ServiceConfig, Timeouts};
+use super::{
+    Balance, Cidr, ConfigError, HealthConfig, NodeAddr, NodeConfig, ProxyProtocol, ServiceConfig,
+    Timeouts,
+};
 
 /// Largest `rise` or `fall`: the health counters are 16-bit.
 const MAX_RISE_FALL: u32 = u16::MAX as u32;
 
 const HEALTH_KEYS: [&str; 6] = ["interval", "timeout", "rise", "fall", "send", "expect"];
-const TIMEOUT_KEYS: [&str; 3] = ["connect", "idle", "drain"];
-const NODE_KEYS: [&str; 4] = ["address", "weight", "max_connections", "backup"];
+const TIMEOUT_KEYS: [&str; 4] = ["connect", "idle", "drain", "handshake"];
+const NODE_KEYS: [&str; 5] = [
+    "address",
+    "weight",
+    "max_connections",
+    "backup",
+    "proxy_protocol",
+];
 /// The keys of a `[services.NAME]` table.
-pub(super) const SERVICE_KEYS: [&str; 9] = [
+pub(super) const SERVICE_KEYS: [&str; 11] = [
     "listen",
     "nodes",
     "balance",
@@ -26,6 +35,8 @@ pub(super) const SERVICE_KEYS: [&str; 9] = [
     "dns_ttl",
     "max_connections",
     "access_log",
+    "proxy_protocol",
+    "accept_proxy_from",
     "health",
     "timeouts",
 ];
@@ -40,6 +51,8 @@ pub(super) struct Defaults {
     pub dns_ttl: Duration,
     pub max_connections: Option<u32>,
     pub access_log: bool,
+    pub proxy_protocol: ProxyProtocol,
+    pub accept_proxy_from: Vec<Cidr>,
     pub health: HealthConfig,
     pub timeouts: Timeouts,
 }
@@ -55,11 +68,13 @@ pub(super) fn service(
     flags: (Option<SocketAddr>, &[NodeAddr]),
 ) -> Result<Option<ServiceConfig>, ConfigError> {
     let listen = flags.0.or_else(|| address(walk, section, "listen"));
+    let proxy = proxy_protocol(walk, section, "proxy_protocol").unwrap_or(base.proxy_protocol);
     let nodes = if flags.1.is_empty() {
-        nodes(walk, section)
+        nodes(walk, section, proxy)
     } else {
-        Some(flag_nodes(flags.1)?)
+        Some(flag_nodes(flags.1, proxy)?)
     };
+    let accept_proxy_from = ranges(walk, section).unwrap_or_else(|| base.accept_proxy_from.clone());
     let balance = balance(walk, section);
     let retries = walk.count(section, "retries", 0, u32::MAX);
     let dns_ttl = walk.duration(section, "dns_ttl", true).map(|(d, _)| d);
@@ -79,6 +94,8 @@ pub(super) fn service(
         dns_ttl: dns_ttl.unwrap_or(base.dns_ttl),
         max_connections: max_connections.or(base.max_connections),
         access_log: access_log.unwrap_or(base.access_log),
+        proxy_protocol: proxy,
+        accept_proxy_from,
         health,
         timeouts,
     }))
@@ -117,7 +134,7 @@ fn balance(walk: &mut Walk<'_>, section: &Section<'_>) -> Balance {
 }
 
 /// The nodes given with `-p`: each once.
-fn flag_nodes(flags: &[NodeAddr]) -> Result<Vec<NodeConfig>, ConfigError> {
+fn flag_nodes(flags: &[NodeAddr], proxy: ProxyProtocol) -> Result<Vec<NodeConfig>, ConfigError> {
     let mut nodes: Vec<NodeConfig> = Vec::new();
     for address in flags {
         if nodes.iter().any(|n| &n.address == address) {
@@ -130,13 +147,18 @@ fn flag_nodes(flags: &[NodeAddr]) -> Result<Vec<NodeConfig>, ConfigError> {
             weight: 1,
             max_connections: None,
             backup: false,
+            proxy_protocol: proxy,
         });
     }
     Ok(nodes)
 }
 
 /// `nodes`: a non-empty list of `"host:port"` or node tables, each address once.
-fn nodes(walk: &mut Walk<'_>, section: &Section<'_>) -> Option<Vec<NodeConfig>> {
+fn nodes(
+    walk: &mut Walk<'_>,
+    section: &Section<'_>,
+    proxy: ProxyProtocol,
+) -> Option<Vec<NodeConfig>> {
     let (item, span) = walk.item(section, "nodes")?;
     let key = section.key("nodes");
     let Some(list) = item.as_array() else {
@@ -152,7 +174,7 @@ fn nodes(walk: &mut Walk<'_>, section: &Section<'_>) -> Option<Vec<NodeConfig>> 
     let mut nodes: Vec<NodeConfig> = Vec::new();
     for (i, value) in list.iter().enumerate() {
         let key = format!("{key}[{i}]");
-        let Some(node) = node(walk, &key, value) else {
+        let Some(node) = node(walk, &key, value, proxy) else {
             continue;
         };
         if nodes.iter().any(|n| n.address == node.address) {
@@ -170,7 +192,7 @@ fn nodes(walk: &mut Walk<'_>, section: &Section<'_>) -> Option<Vec<NodeConfig>> 
 
 /// One node entry, `"host:port"` or
 /// `{ address = "host:port", weight = N, max_connections = N, backup = true }`.
-fn node(walk: &mut Walk<'_>, key: &str, value: &Value) -> Option<NodeConfig> {
+fn node(walk: &mut Walk<'_>, key: &str, value: &Value, proxy: ProxyProtocol) -> Option<NodeConfig> {
     let parse = |walk: &mut Walk<'_>, text: &str, span: &Span, key: &str| {
         text.parse::<NodeAddr>()
             .map_err(|message| walk.error(key, span, message))
@@ -183,6 +205,7 @@ fn node(walk: &mut Walk<'_>, key: &str, value: &Value) -> Option<NodeConfig> {
             weight: 1,
             max_connections: None,
             backup: false,
+            proxy_protocol: proxy,
         });
     }
     let Some(table) = value.as_inline_table() else {
@@ -198,6 +221,7 @@ fn node(walk: &mut Walk<'_>, key: &str, value: &Value) -> Option<NodeConfig> {
     let weight = walk.count(&section, "weight", 1, u32::MAX);
     let max_connections = walk.count(&section, "max_connections", 1, u32::MAX);
     let backup = walk.flag(&section, "backup");
+    let node_proxy = proxy_protocol(walk, &section, "proxy_protocol");
     let Some((text, span)) = walk.string(&section, "address", "an address such as \"node1:8080\"")
     else {
         if table.get("address").is_none() {
@@ -212,6 +236,7 @@ fn node(walk: &mut Walk<'_>, key: &str, value: &Value) -> Option<NodeConfig> {
         weight: weight.unwrap_or(1),
         max_connections,
         backup: backup.unwrap_or(false),
+        proxy_protocol: node_proxy.unwrap_or(proxy),
     })
 }
 
@@ -275,5 +300,46 @@ pub(super) fn timeouts(walk: &mut Walk<'_>, section: &Section<'_>, base: Timeout
     if let Some((d, _)) = walk.duration(&s, "drain", true) {
         t.drain = d;
     }
+    if let Some((d, _)) = walk.duration(&s, "handshake", false) {
+        t.handshake = d;
+    }
     t
+}
+
+/// A `proxy_protocol` value: `"v1"`, `"v2"` or `"off"`.
+pub(super) fn proxy_protocol(
+    walk: &mut Walk<'_>,
+    section: &Section<'_>,
+    key: &str,
+) -> Option<ProxyProtocol> {
+    let (text, span) = walk.string(section, key, "\"v1\", \"v2\" or \"off\"")?;
+    match text {
+        "v1" => Some(ProxyProtocol::V1),
+        "v2" => Some(ProxyProtocol::V2),
+        "off" => Some(ProxyProtocol::Off),
+        other => {
+            let message = format!("is \"{other}\"; use \"v1\", \"v2\" or \"off\"");
+            walk.error(&section.key(key), &span, message);
+            None
+        }
+    }
+}
+
+/// `accept_proxy_from`: source ranges whose clients must send a PROXY header.
+pub(super) fn ranges(walk: &mut Walk<'_>, section: &Section<'_>) -> Option<Vec<Cidr>> {
+    let list = walk.strings(section, "accept_proxy_from")?;
+    let mut out = Vec::with_capacity(list.len());
+    for (i, (text, span)) in list.into_iter().enumerate() {
+        match text.parse::<Cidr>() {
+            Ok(range) => out.push(range),
+            Err(message) => {
+                walk.error(
+                    &format!("{}[{i}]", section.key("accept_proxy_from")),
+                    &span,
+                    message,
+                );
+            }
+        }
+    }
+    Some(out)
 }

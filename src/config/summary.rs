@@ -73,6 +73,15 @@ impl ServiceConfig {
             super::Balance::Source => "source",
         };
         let _ = writeln!(out, "balance {balance}");
+        if !self.accept_proxy_from.is_empty() {
+            let ranges: Vec<String> = self.accept_proxy_from.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                out,
+                "accept_proxy_from {} handshake {}",
+                ranges.join(", "),
+                show(self.timeouts.handshake)
+            );
+        }
         for node in &self.nodes {
             let _ = write!(out, "node {} weight {}", node.address, node.weight);
             if let Some(max) = node.max_connections {
@@ -80,6 +89,9 @@ impl ServiceConfig {
             }
             if node.backup {
                 out.push_str(" backup");
+            }
+            if node.proxy_protocol != super::ProxyProtocol::Off {
+                let _ = write!(out, " proxy_protocol {:?}", node.proxy_protocol);
             }
             out.push('\n');
         }
