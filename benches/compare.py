@@ -238,7 +238,10 @@ def configs(work, kind, port, nodes):
 
 def start_backends(procs, work, cpu):
     http_ports = [free_port() for _ in range(3)]
+    # The same backends behind ports that expect a PROXY header first (--proxy-v2).
+    pp_ports = [free_port() for _ in range(3)]
     listens = "".join(f"    listen 127.0.0.1:{p} backlog=4096;\n" for p in http_ports)
+    listens += "".join(f"    listen 127.0.0.1:{p} proxy_protocol backlog=4096;\n" for p in pp_ports)
     conf = os.path.join(work, "backends.conf")
     with open(conf, "w") as f:
         f.write(f"daemon off;\nmaster_process off;\nworker_processes 1;\nworker_rlimit_nofile {FD_LIMIT};\n"
@@ -250,14 +253,18 @@ def start_backends(procs, work, cpu):
     procs.start("backends", ["nginx", "-p", work, "-e", f"{work}/backends.err", "-c", conf], cpu)
     iperf_port = free_port()
     procs.start("iperf3", ["iperf3", "-s", "-p", str(iperf_port)], cpu)
-    for p in http_ports + [iperf_port]:
+    for p in http_ports + pp_ports + [iperf_port]:
         wait_port(p)
-    return http_ports, iperf_port
+    return http_ports, pp_ports, iperf_port
 
 
-def measure(procs, work, kind, http_ports, iperf_port, args):
+def measure(procs, work, kind, ports, iperf_port, args):
     r = {}
-    nodes = [f"127.0.0.1:{p}" for p in http_ports]
+    http_ports, pp_ports = ports
+    # With --proxy-v2 the tierlb column sends PROXY v2 to backends that read it.
+    proxied = args.proxy_v2 and kind == "tierlb"
+    used = pp_ports if proxied else http_ports
+    nodes = [f"127.0.0.1:{p}" for p in used]
     # HTTP: keep-alive, then new connections, against the same proxy process.
     if kind == "direct":
         port, proc = http_ports[0], None
@@ -278,11 +285,13 @@ def measure(procs, work, kind, http_ports, iperf_port, args):
             if w["errors"]:
                 print(f"  {kind} {test}: wrk errors: {w['errors']}", file=sys.stderr)
         if proc and args.idle:
-            r.update(idle_hold(proc, port, http_ports, args.idle, args.seconds, args.load_cpu))
+            r.update(idle_hold(proc, port, used, args.idle, args.seconds, args.load_cpu))
     finally:
         if proc:
             procs.stop(proc)
-    # Bulk: a proxy whose only node is the iperf3 server.
+    # Bulk: a proxy whose only node is the iperf3 server (which cannot read a PROXY header).
+    if proxied:
+        return r
     if kind == "direct":
         port, proc = iperf_port, None
     else:
@@ -349,10 +358,14 @@ def main():
                     help="another tierlb binary, run as the extra column 'baseline'")
     ap.add_argument("--tierlb-config", metavar="TOML", default="",
                     help="top-level config lines for the tierlb column only, e.g. 'access_log = true'")
+    ap.add_argument("--proxy-v2", action="store_true",
+                    help="the tierlb column sends PROXY v2 to backend ports that read it (no bulk rows)")
     args = ap.parse_args()
     kinds = args.only.split(",")
     global BASELINE, TIERLB_EXTRA
     TIERLB_EXTRA = args.tierlb_config
+    if args.proxy_v2:
+        TIERLB_EXTRA += '\nproxy_protocol = "v2"'
     if args.baseline:
         BASELINE = os.path.abspath(args.baseline)
         kinds.insert(1, "baseline")
@@ -376,11 +389,11 @@ def main():
     procs = Procs(work)
     results = {k: [] for k in kinds}
     try:
-        http_ports, iperf_port = start_backends(procs, work, args.load_cpu)
+        http_ports, pp_ports, iperf_port = start_backends(procs, work, args.load_cpu)
         for rnd in range(1, args.rounds + 1):
             for kind in kinds:
                 print(f"round {rnd}/{args.rounds}: {kind}", file=sys.stderr, flush=True)
-                r = measure(procs, work, kind, http_ports, iperf_port, args)
+                r = measure(procs, work, kind, (http_ports, pp_ports), iperf_port, args)
                 print("  " + json.dumps({k: round(v, 2) for k, v in r.items()}), file=sys.stderr, flush=True)
                 results[kind].append(r)
     finally:

@@ -74,7 +74,11 @@ impl ServiceConfig {
         };
         let _ = writeln!(out, "balance {balance}");
         if !self.accept_proxy_from.is_empty() {
-            let ranges: Vec<String> = self.accept_proxy_from.iter().map(ToString::to_string).collect();
+            let ranges: Vec<String> = self
+                .accept_proxy_from
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             let _ = writeln!(
                 out,
                 "accept_proxy_from {} handshake {}",
@@ -90,8 +94,10 @@ impl ServiceConfig {
             if node.backup {
                 out.push_str(" backup");
             }
-            if node.proxy_protocol != super::ProxyProtocol::Off {
-                let _ = write!(out, " proxy_protocol {:?}", node.proxy_protocol);
+            match node.proxy_protocol {
+                super::ProxyProtocol::Off => {}
+                super::ProxyProtocol::V1 => out.push_str(" proxy_protocol v1"),
+                super::ProxyProtocol::V2 => out.push_str(" proxy_protocol v2"),
             }
             out.push('\n');
         }
