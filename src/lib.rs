@@ -13,7 +13,9 @@
 //! - [`cli`]: the command line, the admin token file and variable.
 //! - [`node`]: [`node::Node`] and its health state machine, the one shared truth, with what
 //!   the cluster's peers say about it.
-//! - [`balancer`]: the pure pick, weighted least connections with strict turns among ties.
+//! - [`balancer`]: the pure pick by strategy: weighted least connections with strict turns
+//!   among ties, weighted round robin, or source affinity (weighted rendezvous hashing), with
+//!   up, suspect, backup and down nodes in that order.
 //! - [`upstream`]: one service's settings, node set and strategy, as one snapshot.
 //! - [`connect`]: one connect attempt, its failure classified, retries on other nodes.
 //! - [`splice`]: bytes both ways (copy for small messages, `splice(2)` for bulk), half-close,
