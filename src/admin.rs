@@ -4,6 +4,8 @@
 //! - `GET /metrics`: Prometheus text format ([`crate::metrics::render`]).
 //! - `GET /status`: the same as JSON, plus each node's last health result and why.
 //! - `GET /`: a self-contained HTML status page that refreshes itself.
+//! - `GET /live`: 200 while the process runs; `GET /ready`: 200 when accepting and every
+//!   service has an up node, 503 (saying why) while draining or when one has none.
 //! - `POST /nodes/{address}/drain` and `/enable`: take a node out of service (no new
 //!   connections, open ones finish) and back. Refused unless `[admin] token` is set and sent
 //!   as `Authorization: Bearer TOKEN`; the token is compared in constant time.
@@ -58,6 +60,8 @@ pub fn router(shared: Arc<Shared>, cluster: Option<Arc<Cluster>>) -> Router {
         .route("/", get(page))
         .route("/metrics", get(prometheus))
         .route("/status", get(status))
+        .route("/live", get(live))
+        .route("/ready", get(ready))
         .route("/services/{service}/nodes/{address}/drain", post(drain))
         .route("/services/{service}/nodes/{address}/enable", post(enable))
         .route("/nodes/{address}/drain", post(drain_only))
@@ -65,7 +69,7 @@ pub fn router(shared: Arc<Shared>, cluster: Option<Arc<Cluster>>) -> Router {
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                "not found; try GET /, /metrics, /status or POST /services/{service}/nodes/{address}/drain|enable\n",
+                "not found; try GET /, /metrics, /status, /live, /ready or POST /services/{service}/nodes/{address}/drain|enable\n",
             )
         })
         .layer(Extension(cluster))
@@ -136,6 +140,31 @@ fn cluster_scrape(cluster: &Cluster) -> metrics::ClusterScrape {
         sent: [t.sent.load(Relaxed), t.sent_bytes.load(Relaxed)],
         received: [t.received.load(Relaxed), t.received_bytes.load(Relaxed)],
         send_errors: t.send_errors.load(Relaxed),
+    }
+}
+
+/// 200 while the process runs: it answers at all.
+async fn live() -> &'static str {
+    "live\n"
+}
+
+/// 200 when accepting and every service has an up node; 503, saying why, while draining or
+/// when a service has none.
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n").into_response();
+    }
+    let down: Vec<String> = shared
+        .services()
+        .iter()
+        .filter(|s| !s.upstream().nodes.nodes.iter().any(|n| n.is_up()))
+        .map(|s| s.name.clone())
+        .collect();
+    if down.is_empty() {
+        "ready\n".into_response()
+    } else {
+        let message = format!("not ready: no node is up in {}\n", down.join(", "));
+        (StatusCode::SERVICE_UNAVAILABLE, message).into_response()
     }
 }
 

@@ -171,6 +171,7 @@ pub async fn serve(
         () = reloading => {}
         () = every_second(&shared) => {}
     }
+    shared.draining.store(true, Ordering::Relaxed);
     tasks.loops.close();
     tasks.loops.wait().await;
     tasks.stop_probes.cancel();

@@ -3,6 +3,7 @@
 //! admin endpoint's token and hosts), and the process's counters. Readers take snapshots with
 //! one atomic load and never lock; a reload swaps them.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -19,6 +20,8 @@ pub struct Shared {
     services: ArcSwap<Vec<Arc<Service>>>,
     /// Process-wide counters.
     pub process: ProcessStats,
+    /// Set when shutdown begins: no longer accepting, draining.
+    pub draining: AtomicBool,
     /// When serving started.
     pub started: SystemTime,
 }
@@ -30,6 +33,7 @@ impl Shared {
             services: ArcSwap::from_pointee(services),
             config: ArcSwap::from_pointee(config),
             process: ProcessStats::default(),
+            draining: AtomicBool::new(false),
             started: SystemTime::now(),
         })
     }
