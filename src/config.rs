@@ -44,6 +44,8 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_DNS_TTL: Duration = Duration::from_secs(2);
 /// Default time a client from `accept_proxy_from` has to send its PROXY header.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default time the other side has to finish once one side has sent its FIN.
+pub const DEFAULT_FIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default number of extra connect attempts on other nodes.
 pub const DEFAULT_RETRIES: u32 = 2;
 
@@ -182,6 +184,8 @@ pub struct Timeouts {
     pub drain: Duration,
     /// How long a client from `accept_proxy_from` has to send its PROXY header.
     pub handshake: Duration,
+    /// Once one side has sent its FIN, how long the other has to finish.
+    pub fin: Duration,
 }
 
 /// Why a configuration was rejected. Every variant names what is wrong and where.

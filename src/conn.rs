@@ -72,13 +72,12 @@ pub async fn handle<P: Send>(
         };
         // A node that drops a client within the connect timeout, before a byte moved either
         // way, has refused it as surely as a failed connect: the client is retried.
-        let outcome = splice::splice(
-            client,
-            stream,
-            settings.timeouts.idle,
-            settings.timeouts.connect,
-        )
-        .await;
+        let timeouts = splice::Timeouts {
+            idle: settings.timeouts.idle,
+            retry_window: settings.timeouts.connect,
+            fin: settings.timeouts.fin,
+        };
+        let outcome = splice::splice(client, stream, timeouts).await;
         // The slot goes back before the close is counted and logged, so whoever sees the log
         // line (or the counters) sees the node's active count already lowered.
         let node = Arc::clone(slot.node());
@@ -248,6 +247,7 @@ impl std::fmt::Display for EndText<'_> {
         match self.0 {
             End::Done => f.write_str("done"),
             End::Idle => f.write_str("idle timeout"),
+            End::HalfClosed => f.write_str("half-closed too long (fin timeout)"),
             End::Error(e, Side::Client) => write!(f, "client: {e}"),
             End::Error(e, Side::Node) => write!(f, "node: {e}"),
             End::Dropped(_) => f.write_str("dropped"),

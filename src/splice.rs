@@ -16,9 +16,10 @@
 //!   stay bulk, and splice costs little more than copy for a short read.
 //!
 //! EOF on one side becomes a write shutdown (half-close) on the other, so a client that closes
-//! its sending side still gets its answer. An error on either side (a reset, usually) resets
-//! the other side too (SO_LINGER 0). A connection with no bytes either way for `idle` is
-//! closed. Bytes are never reordered or lost: each direction reads again only once the
+//! its sending side still gets its answer, for up to `fin`: a side that does not finish
+//! within `fin` of the other's FIN is reset, with the other. An error on either side (a reset,
+//! usually) resets the other side too (SO_LINGER 0). A connection with no bytes either way
+//! for `idle` is closed. Bytes are never reordered or lost: each direction reads again only once the
 //! previous bytes are all written.
 //!
 //! The splice also tells when the node ended (closed or reset) before sending a byte while the
@@ -92,6 +93,9 @@ pub enum End {
     Done,
     /// No bytes either way for the idle timeout.
     Idle,
+    /// One side finished sending and the other did not finish within the `fin` timeout; both
+    /// were reset.
+    HalfClosed,
     /// A read or write on `Side` failed (a reset, usually); the other side was reset too.
     Error(io::Error, Side),
     /// The node closed or reset at once, before a byte moved either way: the client is given
@@ -103,23 +107,29 @@ pub enum End {
 /// connection is idle for `idle`, or an error ends it. Both streams are closed when the
 /// returned future completes (or is dropped), except a client given back in [`End::Dropped`]
 /// when the node drops it within `retry_window` with nothing exchanged.
-pub fn splice(
-    client: TcpStream,
-    node: TcpStream,
-    idle: Duration,
-    retry_window: Duration,
-) -> Splice {
+pub fn splice(client: TcpStream, node: TcpStream, timeouts: Timeouts) -> Splice {
     let now = Instant::now();
     Splice {
         client: Some(client),
         node,
         up: Direction::default(),
         down: Direction::default(),
-        idle,
-        retry_window,
+        timeouts,
         last_activity: now,
-        timer: tokio::time::sleep_until(now + idle),
+        half_closed: None,
+        timer: tokio::time::sleep_until(now + timeouts.idle),
     }
+}
+
+/// The timeouts a splice keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// No bytes either way for this long ends the connection.
+    pub idle: Duration,
+    /// How soon after the start a node's close still counts as refusing the client.
+    pub retry_window: Duration,
+    /// Once one side has finished sending, how long the other has to finish.
+    pub fin: Duration,
 }
 
 pin_project_lite::pin_project! {
@@ -132,11 +142,11 @@ pin_project_lite::pin_project! {
         up: Direction,
         // node -> client
         down: Direction,
-        idle: Duration,
-        // How soon after the start a node's close still counts as refusing the client.
-        retry_window: Duration,
+        timeouts: Timeouts,
         // When a byte last moved either way.
         last_activity: Instant,
+        // When the first side finished sending, while the other has not.
+        half_closed: Option<Instant>,
         // Fires at `last_activity + idle` at the earliest; re-armed lazily when it fires.
         #[pin]
         timer: Sleep,
@@ -182,7 +192,7 @@ impl Future for Splice {
         // Nothing moved yet, the client still sending, and still early: a node that ends now
         // has refused the client, and its EOF is held back rather than passed on.
         let untouched = this.up.moved == 0 && this.down.moved == 0 && !client_done;
-        let hold = untouched && this.last_activity.elapsed() < *this.retry_window;
+        let hold = untouched && this.last_activity.elapsed() < this.timeouts.retry_window;
         let down = this
             .down
             .poll(this.node, client, this.last_activity, client_done, hold, cx);
@@ -213,6 +223,13 @@ impl Future for Splice {
             (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Some(End::Done),
             _ => None,
         };
+        if this.half_closed.is_none() && (this.up.is_done() || this.down.is_done()) {
+            // One side is done: the other now has `fin` to finish.
+            let now = Instant::now();
+            *this.half_closed = Some(now);
+            let deadline = (*this.last_activity + this.timeouts.idle).min(now + this.timeouts.fin);
+            this.timer.as_mut().reset(deadline);
+        }
         let end = match end {
             Some(end) => end,
             None => loop {
@@ -223,10 +240,18 @@ impl Future for Splice {
                     }
                     return Poll::Pending;
                 }
-                let deadline = *this.last_activity + *this.idle;
-                if Instant::now() >= deadline {
+                let idle_at = *this.last_activity + this.timeouts.idle;
+                let fin_at = this.half_closed.map(|t| t + this.timeouts.fin);
+                let now = Instant::now();
+                if fin_at.is_some_and(|at| now >= at) {
+                    net::reset_on_close(client);
+                    net::reset_on_close(this.node);
+                    break End::HalfClosed;
+                }
+                if now >= idle_at {
                     break End::Idle;
                 }
+                let deadline = fin_at.map_or(idle_at, |at| at.min(idle_at));
                 // Bytes moved since the timer was set: wait for the rest of the idle period.
                 this.timer.as_mut().reset(deadline);
             },

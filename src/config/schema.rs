@@ -97,6 +97,7 @@ fn built_in() -> Defaults {
             idle: DEFAULT_IDLE_TIMEOUT,
             drain: DEFAULT_DRAIN_TIMEOUT,
             handshake: crate::config::DEFAULT_HANDSHAKE_TIMEOUT,
+            fin: crate::config::DEFAULT_FIN_TIMEOUT,
         },
     }
 }

@@ -18,7 +18,7 @@ use super::{
 const MAX_RISE_FALL: u32 = u16::MAX as u32;
 
 const HEALTH_KEYS: [&str; 6] = ["interval", "timeout", "rise", "fall", "send", "expect"];
-const TIMEOUT_KEYS: [&str; 4] = ["connect", "idle", "drain", "handshake"];
+const TIMEOUT_KEYS: [&str; 5] = ["connect", "idle", "drain", "handshake", "fin"];
 const NODE_KEYS: [&str; 5] = [
     "address",
     "weight",
@@ -302,6 +302,9 @@ pub(super) fn timeouts(walk: &mut Walk<'_>, section: &Section<'_>, base: Timeout
     }
     if let Some((d, _)) = walk.duration(&s, "handshake", false) {
         t.handshake = d;
+    }
+    if let Some((d, _)) = walk.duration(&s, "fin", false) {
+        t.fin = d;
     }
     t
 }
