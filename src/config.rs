@@ -171,6 +171,8 @@ pub struct HealthConfig {
     pub send: Option<Vec<u8>>,
     /// Bytes the reply must start with, if any.
     pub expect: Option<Vec<u8>>,
+    /// How long a node that comes back ramps up its share of new connections (0: off).
+    pub slow_start: Duration,
 }
 
 /// Timeouts (`[timeouts]`).

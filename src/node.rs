@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{NodeAddr, NodeConfig, ProxyProtocol};
 mod dns;
 mod peers;
+mod ramp;
 mod recent;
 mod set;
 mod state;
@@ -28,6 +29,7 @@ mod turns;
 
 pub use dns::{DnsCache, DnsError};
 pub use peers::{Decision, PeerReport, PeerView, Verdict};
+pub use ramp::Ramp;
 pub use recent::{Recent, Sample};
 pub use set::NodeSet;
 pub use state::{Health, Observation, Transition};
@@ -94,6 +96,8 @@ pub struct Node {
     pub dns: DnsCache,
     /// What the other instances of the cluster say about the node.
     pub peers: PeerView,
+    /// Its slow start.
+    pub ramp: Ramp,
 }
 
 impl Node {
@@ -118,6 +122,7 @@ impl Node {
             last_check: Mutex::new(None),
             dns: DnsCache::default(),
             peers: PeerView::default(),
+            ramp: Ramp::default(),
         };
         node.configure(config, rise, fall);
         node
@@ -203,6 +208,9 @@ impl Node {
             self.mark_change();
             let state = if drained { "drained" } else { "enabled" };
             let active = self.active();
+            if !drained {
+                self.ramp.start();
+            }
             match via {
                 None => {
                     tracing::info!(node = %self.address, active, "node {state} by the operator")
@@ -305,7 +313,10 @@ impl Node {
                     let transition = transition?;
                     match transition {
                         Transition::Down => self.stats.went_down.fetch_add(1, Ordering::Relaxed),
-                        Transition::Up => self.stats.went_up.fetch_add(1, Ordering::Relaxed),
+                        Transition::Up => {
+                            self.ramp.start();
+                            self.stats.went_up.fetch_add(1, Ordering::Relaxed)
+                        }
                     };
                     return Some((transition, self.mark_change()));
                 }

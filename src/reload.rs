@@ -153,10 +153,13 @@ fn update(service: &Arc<Service>, new: &ServiceConfig, start: &impl Start) {
             Some((i, _)) => {
                 let node = Arc::clone(&current.nodes[*i]);
                 node.configure(config, rise, fall);
+                node.ramp.set_window(new.health.slow_start);
                 node
             }
             None => {
                 let node = Arc::new(Node::new(config, rise, fall));
+                node.ramp.set_window(new.health.slow_start);
+                node.ramp.start();
                 tracing::info!(service = %new.name, node = %node.address, "node added; probing");
                 start.probe(Arc::clone(&node), service);
                 node

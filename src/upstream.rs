@@ -61,6 +61,9 @@ impl Upstream {
     /// The upstream of the service `config`, every node new (up, on probation).
     pub fn new(config: &ServiceConfig) -> Upstream {
         let nodes = NodeSet::new(&config.nodes, config.health.rise, config.health.fall);
+        for node in &nodes.nodes {
+            node.ramp.set_window(config.health.slow_start);
+        }
         Upstream::with_nodes(config, nodes)
     }
 

@@ -163,6 +163,7 @@ pub(super) fn node_json(n: &Node) -> Value {
         "last_check": last,
         "recent": recent,
         "suspect": n.is_suspect(),
+        "slow_start": n.ramp.progress().map(|_| (n.ramp.share() * 100.0).round() / 100.0),
         "cluster_active": n.cluster_active(),
         "peers": peers_json(n),
         "decision": n.peers.decision().map(|d| json!({

@@ -91,6 +91,7 @@ fn built_in() -> Defaults {
             fall: DEFAULT_FALL,
             send: None,
             expect: None,
+            slow_start: Duration::ZERO,
         },
         timeouts: Timeouts {
             connect: DEFAULT_CONNECT_TIMEOUT,

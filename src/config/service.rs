@@ -17,7 +17,15 @@ use super::{
 /// Largest `rise` or `fall`: the health counters are 16-bit.
 const MAX_RISE_FALL: u32 = u16::MAX as u32;
 
-const HEALTH_KEYS: [&str; 6] = ["interval", "timeout", "rise", "fall", "send", "expect"];
+const HEALTH_KEYS: [&str; 7] = [
+    "interval",
+    "timeout",
+    "rise",
+    "fall",
+    "send",
+    "expect",
+    "slow_start",
+];
 const TIMEOUT_KEYS: [&str; 5] = ["connect", "idle", "drain", "handshake", "fin"];
 const NODE_KEYS: [&str; 5] = [
     "address",
@@ -275,6 +283,9 @@ pub(super) fn health(
     }
     if let Some(expect) = walk.string(&s, "expect", "a string") {
         health.expect = bytes(expect);
+    }
+    if let Some((d, _)) = walk.duration(&s, "slow_start", true) {
+        health.slow_start = d;
     }
     health
 }
