@@ -188,6 +188,8 @@ pub struct Timeouts {
     pub handshake: Duration,
     /// Once one side has sent its FIN, how long the other has to finish.
     pub fin: Duration,
+    /// Client bytes unanswered by the node for this long count against it (`None`: off).
+    pub response: Option<Duration>,
 }
 
 /// Why a configuration was rejected. Every variant names what is wrong and where.

@@ -18,7 +18,7 @@ use crate::node::{FailureKind, Node, NodeSet, Observation, Source};
 use crate::proxy_protocol;
 use crate::service::Service;
 use crate::splice::{self, End, NodeEnd, Outcome, Side};
-use crate::upstream::Settings;
+use crate::upstream::{Settings, Upstream};
 
 /// Serves one client: connect to a node (with retries), splice, count and log the end. The
 /// connection-limit permits, the node slot and the listener's active count are released when this
@@ -76,8 +76,10 @@ pub async fn handle<P: Send>(
             idle: settings.timeouts.idle,
             retry_window: settings.timeouts.connect,
             fin: settings.timeouts.fin,
+            response: settings.timeouts.response,
         };
-        let outcome = splice::splice(client, stream, timeouts).await;
+        let on_silence = timeouts.response.map(|_| silence(&upstream, slot.node()));
+        let outcome = splice::splice(client, stream, timeouts, on_silence).await;
         // The slot goes back before the close is counted and logged, so whoever sees the log
         // line (or the counters) sees the node's active count already lowered.
         let node = Arc::clone(slot.node());
@@ -155,6 +157,20 @@ async fn greet(
         tracing::warn!(client = %peer, "closing client: {refused}");
     }
     None
+}
+
+/// What a silent node's connection tells its health when the client's bytes go unanswered
+/// for `[timeouts] response`: the node failed to answer (as a dropped client does, so only
+/// an answer clears it and it returns on probation). The connection itself goes on.
+fn silence(upstream: &Arc<Upstream>, node: &Arc<Node>) -> Box<dyn FnMut(Duration) + Send> {
+    let (upstream, node) = (Arc::clone(upstream), Arc::clone(node));
+    Box::new(move |limit| {
+        node.stats.failed(FailureKind::Unanswered);
+        let reason = format_args!("no response within {}", show_duration(limit));
+        upstream
+            .nodes
+            .observe(&node, Source::Client, Observation::Unanswered, &reason);
+    })
 }
 
 /// Tells the node's health what it did with the client: answered (a byte came back), or

@@ -107,7 +107,12 @@ pub enum End {
 /// connection is idle for `idle`, or an error ends it. Both streams are closed when the
 /// returned future completes (or is dropped), except a client given back in [`End::Dropped`]
 /// when the node drops it within `retry_window` with nothing exchanged.
-pub fn splice(client: TcpStream, node: TcpStream, timeouts: Timeouts) -> Splice {
+pub fn splice(
+    client: TcpStream,
+    node: TcpStream,
+    timeouts: Timeouts,
+    on_silence: Option<Box<dyn FnMut(Duration) + Send>>,
+) -> Splice {
     let now = Instant::now();
     Splice {
         client: Some(client),
@@ -117,6 +122,10 @@ pub fn splice(client: TcpStream, node: TcpStream, timeouts: Timeouts) -> Splice 
         timeouts,
         last_activity: now,
         half_closed: None,
+        asked: 0,
+        answered: 0,
+        waiting: None,
+        on_silence,
         timer: tokio::time::sleep_until(now + timeouts.idle),
     }
 }
@@ -130,6 +139,8 @@ pub struct Timeouts {
     pub retry_window: Duration,
     /// Once one side has finished sending, how long the other has to finish.
     pub fin: Duration,
+    /// Client bytes unanswered by the node for this long make the node silent (`None`: off).
+    pub response: Option<Duration>,
 }
 
 pin_project_lite::pin_project! {
@@ -147,6 +158,13 @@ pin_project_lite::pin_project! {
         last_activity: Instant,
         // When the first side finished sending, while the other has not.
         half_closed: Option<Instant>,
+        // Client bytes and node bytes counted when last looked at, for `response`.
+        asked: u64,
+        answered: u64,
+        // Since when client bytes wait for the node's first byte after them.
+        waiting: Option<Instant>,
+        // Told once per wait that outlasts `response` (the connection itself goes on).
+        on_silence: Option<Box<dyn FnMut(Duration) + Send>>,
         // Fires at `last_activity + idle` at the earliest; re-armed lazily when it fires.
         #[pin]
         timer: Sleep,
@@ -223,6 +241,19 @@ impl Future for Splice {
             (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Some(End::Done),
             _ => None,
         };
+        if let Some(limit) = this.timeouts.response {
+            if this.down.moved > *this.answered {
+                // The node answered: no wait is running.
+                *this.answered = this.down.moved;
+                *this.waiting = None;
+            } else if this.up.moved > *this.asked && this.waiting.is_none() {
+                let now = Instant::now();
+                *this.waiting = Some(now);
+                let idle_at = *this.last_activity + this.timeouts.idle;
+                this.timer.as_mut().reset(idle_at.min(now + limit));
+            }
+            *this.asked = this.up.moved;
+        }
         if this.half_closed.is_none() && (this.up.is_done() || this.down.is_done()) {
             // One side is done: the other now has `fin` to finish.
             let now = Instant::now();
@@ -243,6 +274,18 @@ impl Future for Splice {
                 let idle_at = *this.last_activity + this.timeouts.idle;
                 let fin_at = this.half_closed.map(|t| t + this.timeouts.fin);
                 let now = Instant::now();
+                if let (Some(since), Some(limit)) = (*this.waiting, this.timeouts.response) {
+                    if now >= since + limit {
+                        *this.waiting = None;
+                        if let Some(tell) = this.on_silence.as_mut() {
+                            tell(limit);
+                        }
+                    }
+                }
+                let silent_at = this
+                    .waiting
+                    .zip(this.timeouts.response)
+                    .map(|(since, limit)| since + limit);
                 if fin_at.is_some_and(|at| now >= at) {
                     net::reset_on_close(client);
                     net::reset_on_close(this.node);
@@ -251,7 +294,10 @@ impl Future for Splice {
                 if now >= idle_at {
                     break End::Idle;
                 }
-                let deadline = fin_at.map_or(idle_at, |at| at.min(idle_at));
+                let deadline = [fin_at, silent_at]
+                    .into_iter()
+                    .flatten()
+                    .fold(idle_at, Instant::min);
                 // Bytes moved since the timer was set: wait for the rest of the idle period.
                 this.timer.as_mut().reset(deadline);
             },
@@ -262,5 +308,20 @@ impl Future for Splice {
             end,
             unanswered: unanswered.or(this.up.unanswered),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_splice_future_stays_small() {
+        let size = std::mem::size_of::<Splice>();
+        eprintln!("Splice is {size} bytes");
+        assert!(
+            size <= 512,
+            "the per-connection future grew to {size} bytes"
+        );
     }
 }

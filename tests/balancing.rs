@@ -191,6 +191,11 @@ async fn a_backup_takes_clients_only_while_no_primary_is_up() {
         .expect("n1 comes back");
     for _ in 0..10 {
         let (_, name) = common::connect_named(lb.addr).await.expect("client");
-        assert_eq!(name, "n1", "new clients go to the primary again: {:#?}", lb.lines());
+        assert_eq!(
+            name,
+            "n1",
+            "new clients go to the primary again: {:#?}",
+            lb.lines()
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::node;
@@ -118,4 +119,226 @@ async fn a_recovered_node_ramps_up_instead_of_taking_every_new_client() {
         }
         drop(held);
     }
+}
+
+/// A node process, thawed and killed when dropped (even when the test fails).
+struct NodeProcess(std::process::Child);
+
+impl NodeProcess {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An echo node in a process of its own (so it can be frozen with SIGSTOP), greeting with
+/// "node1"; returns the process and its address.
+fn echo_process() -> (NodeProcess, std::net::SocketAddr) {
+    let script = r#"
+import socket, sys, threading
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(512)
+print(s.getsockname()[1], flush=True)
+def serve(c):
+    try:
+        c.sendall(b"node1\n")
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            c.sendall(d)
+    except OSError:
+        pass
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the echo node");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("port");
+    let port: u16 = line.trim().parse().expect("a port");
+    (
+        NodeProcess(child),
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+    )
+}
+
+/// Thirty clients at once, each sending a line and waiting up to 3 s for the greeting and the
+/// echo, all kept open until the last is done (so that they spread over the nodes): the names
+/// of the nodes that answered, "silent" for a client that got nothing.
+async fn burst(lb: std::net::SocketAddr) -> Vec<String> {
+    let done = Arc::new(tokio::sync::Barrier::new(30));
+    let clients: Vec<_> = (0..30)
+        .map(|_| {
+            let done = Arc::clone(&done);
+            tokio::spawn(async move {
+                let attempt = async {
+                    let mut stream = TcpStream::connect(lb).await.ok()?;
+                    stream.write_all(b"ping\n").await.ok()?;
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 64];
+                    while !got.ends_with(b"ping\n") {
+                        let n = stream.read(&mut buf).await.ok()?;
+                        if n == 0 {
+                            return None;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    let text = String::from_utf8_lossy(&got).into_owned();
+                    Some((text.lines().next().map(str::to_owned)?, stream))
+                };
+                let got = tokio::time::timeout(Duration::from_secs(3), attempt)
+                    .await
+                    .ok()
+                    .flatten();
+                done.wait().await;
+                got.map_or_else(|| "silent".to_owned(), |(name, _stream)| name)
+            })
+        })
+        .collect();
+    let mut names = Vec::new();
+    for c in clients {
+        names.push(c.await.expect("client task"));
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_is_found_by_response_and_missed_without_it() {
+    if !common::tool_available("python3") {
+        return;
+    }
+    for response in ["1s", "0s"] {
+        let (frozen, n1) = echo_process();
+        let n2 = common::Backend::start("n2").await;
+        let n3 = common::Backend::start("n3").await;
+        let config = ConfigFile::new(&format!(
+            "listen = \"127.0.0.1:0\"\nnodes = [\"{n1}\", \"{}\", \"{}\"]\n[health]\ninterval = \"1s\"\nfall = 3\nrise = 3\n[timeouts]\nresponse = \"{response}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            n2.addr, n3.addr
+        ));
+        let lb = Tierlb::with_config(&config);
+        let admin = lb.logged_addr("admin listening");
+        assert!(
+            burst(lb.addr).await.iter().any(|n| n == "node1"),
+            "node1 serves at first"
+        );
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(frozen.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("freeze");
+        let frozen_at = Instant::now();
+        let n1_tag = format!("node={n1}");
+        let down = ["node down", n1_tag.as_str()];
+        // Bursts go on in the background while the log is watched for node1 going down.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load = {
+            let (stop, lb) = (Arc::clone(&stop), lb.addr);
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    burst(lb).await;
+                }
+            })
+        };
+        let line = lb.wait_log_all(&down, 1, Duration::from_secs(4));
+        let found = frozen_at.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if response == "0s" {
+            assert!(
+                line.is_none(),
+                "without response a frozen node looks up: {line:?}"
+            );
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+            let _ = load.await;
+            continue;
+        }
+        let line = line.expect("node1 marked down within 4 s of the freeze");
+        eprintln!("response 1s: node1 down {found:?} after SIGSTOP");
+        assert!(
+            found < Duration::from_secs(3),
+            "down {found:?} after the freeze"
+        );
+        assert!(line.contains("no response within 1s"), "{line}");
+        // Probes still connect (the kernel answers for the frozen process), yet clients that
+        // start now stay off node1 (for less than rise x interval: then it would come back,
+        // on probation, and its next silent client would take it down again at once).
+        let after = Instant::now();
+        while after.elapsed() < Duration::from_millis(800) {
+            let names = burst(lb.addr).await;
+            assert!(names.iter().all(|n| n == "n2" || n == "n3"), "{names:?}");
+        }
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("thaw");
+        let _ = load.await;
+        // Thawed, it answers: the clients it held (answered late) and the probes bring it back.
+        lb.wait_log_all(&["node up", &format!("node={n1}")], 1, WAIT)
+            .expect("node1 back");
+        let (_, body) = http(admin, "GET", "/status", &[]).await;
+        let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(node(&status, n1)["up"], true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_node_within_response_is_never_marked_down() {
+    // Answers each line 2 s after it arrives.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    if stream.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let config = ConfigFile::new(&format!(
+        "listen = \"127.0.0.1:0\"\nnodes = [\"{addr}\"]\n[timeouts]\nresponse = \"5s\"\n"
+    ));
+    let lb = Tierlb::with_config(&config);
+    let lb_addr = lb.addr;
+    let clients: Vec<_> = (0..5)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(lb_addr).await.expect("connect");
+                let line = format!("request {i}\n");
+                stream.write_all(line.as_bytes()).await.expect("write");
+                let mut got = vec![0u8; line.len()];
+                stream
+                    .read_exact(&mut got)
+                    .await
+                    .expect("the answer, 2 s later");
+                assert_eq!(got, line.as_bytes());
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.expect("every client answered");
+    }
+    assert_eq!(
+        lb.count(&["node down"]),
+        0,
+        "a node slower than 2 s but within 5 s is fine"
+    );
 }

@@ -99,6 +99,7 @@ fn built_in() -> Defaults {
             drain: DEFAULT_DRAIN_TIMEOUT,
             handshake: crate::config::DEFAULT_HANDSHAKE_TIMEOUT,
             fin: crate::config::DEFAULT_FIN_TIMEOUT,
+            response: None,
         },
     }
 }

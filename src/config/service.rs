@@ -26,7 +26,7 @@ const HEALTH_KEYS: [&str; 7] = [
     "expect",
     "slow_start",
 ];
-const TIMEOUT_KEYS: [&str; 5] = ["connect", "idle", "drain", "handshake", "fin"];
+const TIMEOUT_KEYS: [&str; 6] = ["connect", "idle", "drain", "handshake", "fin", "response"];
 const NODE_KEYS: [&str; 5] = [
     "address",
     "weight",
@@ -316,6 +316,10 @@ pub(super) fn timeouts(walk: &mut Walk<'_>, section: &Section<'_>, base: Timeout
     }
     if let Some((d, _)) = walk.duration(&s, "fin", false) {
         t.fin = d;
+    }
+    // "0s" turns an inherited `response` off.
+    if let Some((d, _)) = walk.duration(&s, "response", true) {
+        t.response = Some(d).filter(|d| !d.is_zero());
     }
     t
 }
