@@ -107,7 +107,7 @@ impl ServiceConfig {
         } else {
             ""
         };
-        let _ = writeln!(
+        let _ = write!(
             out,
             "health interval {} timeout {} rise {} fall {}{probe}",
             show(h.interval),
@@ -115,14 +115,26 @@ impl ServiceConfig {
             h.rise,
             h.fall,
         );
+        if !h.slow_start.is_zero() {
+            let _ = write!(out, " slow_start {}", show(h.slow_start));
+        }
+        out.push('\n');
         let t = &self.timeouts;
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "timeouts connect {} idle {} drain {}",
+            "timeouts connect {} idle {} drain {} fin {}",
             show(t.connect),
             show(t.idle),
-            show(t.drain)
+            show(t.drain),
+            show(t.fin)
         );
+        if let Some(response) = t.response {
+            let _ = write!(out, " response {}", show(response));
+        }
+        out.push('\n');
+        if self.access_log {
+            out.push_str("access_log on\n");
+        }
         let limit = self
             .max_connections
             .map_or_else(|| "from the open-files limit".to_owned(), |m| m.to_string());
