@@ -84,8 +84,12 @@ impl Task {
                         tracing::warn!(count = more, "{more} more gossip packets rejected (rate-limited: not logged one by one)");
                     }
                     self.publish().await;
+                    // Members first, merge second, shown last: the live-nodes watcher is at
+                    // least as new as the member list, so no one sees a member dead whose
+                    // counts still weigh.
+                    let members = self.members().await;
                     self.merge(&mut live);
-                    self.refresh_members().await;
+                    self.cluster.set_members(members);
                 }
                 changed = live.changed() => {
                     if changed.is_err() {
@@ -244,8 +248,8 @@ impl Task {
         }
     }
 
-    /// Rebuilds the member list from the failure detector's view; logs what changed.
-    async fn refresh_members(&mut self) {
+    /// The member list from the failure detector's view; logs what changed.
+    async fn members(&mut self) -> Vec<Member> {
         let chitchat = self.handle.chitchat();
         let guard = chitchat.lock().await;
         let me = guard.self_chitchat_id().clone();
@@ -311,7 +315,7 @@ impl Task {
             });
         }
         members.sort_by_key(|m| (!m.this, m.name.clone()));
-        self.cluster.set_members(members);
+        members
     }
 
     /// Logs a member joining, dying, coming back, or drifting, once per change.
