@@ -249,26 +249,7 @@ async fn status_json_agrees_with_metrics_and_the_page_shows_the_nodes() {
     }
     assert_eq!(status["listener"]["accepted"].as_f64(), Some(5.0));
 
-    if common::tool_available("chromium") {
-        let profile = tempfile::tempdir().expect("profile dir");
-        let out = Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--virtual-time-budget=3000",
-                "--dump-dom",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(format!("http://{}/", s.admin))
-            .output()
-            .expect("run chromium");
-        let dom = String::from_utf8_lossy(&out.stdout);
+    if let Some(dom) = common::rendered_page(s.admin) {
         for node in nodes {
             let address = node["address"].as_str().expect("address");
             assert!(dom.contains(address), "page shows {address}:\n{dom}");

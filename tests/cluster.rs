@@ -7,8 +7,8 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::cluster::{connect_failures, node, rendered_page, Instance, Spec};
-use common::{connect_named, Backend, WAIT};
+use common::cluster::{connect_failures, node, Instance, Spec};
+use common::{connect_named, rendered_page, Backend, WAIT};
 use nix::sys::signal::Signal;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;

@@ -29,6 +29,26 @@ async fn held(lb: SocketAddr, count: usize) -> Vec<String> {
     streams.into_iter().map(|(_, name)| name).collect()
 }
 
+/// B on the host end, A inside the namespace (seeded with B), both balancing `addrs`, once
+/// each has the other as a member.
+async fn pair(link: &Link, addrs: &[SocketAddr]) -> (Instance, Instance) {
+    let (host, inside) = (link.host_ip.to_string(), link.ns_ip.to_string());
+    let b = Instance::start(&Spec {
+        ip: &host,
+        ..Spec::new("b", addrs, &[])
+    });
+    let a = Instance::start_in(
+        &Spec {
+            ip: &inside,
+            ..Spec::new("a", addrs, &[b.gossip])
+        },
+        &link.ns,
+    );
+    a.wait_members(&["a", "b"]).await;
+    b.wait_members(&["a", "b"]).await;
+    (a, b)
+}
+
 fn tally(names: &[String]) -> [usize; 3] {
     ["n1", "n2", "n3"].map(|n| names.iter().filter(|x| *x == n).count())
 }
@@ -42,20 +62,7 @@ async fn a_node_only_one_instance_cannot_reach_stays_in_use_by_the_others() {
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
     let n2 = addrs[1];
     let host = link.host_ip.to_string();
-    let inside = link.ns_ip.to_string();
-    let b = Instance::start(&Spec {
-        ip: &host,
-        ..Spec::new("b", &addrs, &[])
-    });
-    let a = Instance::start_in(
-        &Spec {
-            ip: &inside,
-            ..Spec::new("a", &addrs, &[b.gossip])
-        },
-        &link.ns,
-    );
-    a.wait_members(&["a", "b"]).await;
-    b.wait_members(&["a", "b"]).await;
+    let (a, b) = pair(&link, &addrs).await;
 
     // A's namespace drops n2's answers: A's connects to n2 time out, B's succeed.
     link.nft(&format!(
@@ -96,20 +103,7 @@ async fn a_partition_costs_no_client_and_heals_into_the_later_decisions() {
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
     let (n1, n3) = (addrs[0], addrs[2]);
     let host = link.host_ip.to_string();
-    let inside = link.ns_ip.to_string();
-    let b = Instance::start(&Spec {
-        ip: &host,
-        ..Spec::new("b", &addrs, &[])
-    });
-    let a = Instance::start_in(
-        &Spec {
-            ip: &inside,
-            ..Spec::new("a", &addrs, &[b.gossip])
-        },
-        &link.ns,
-    );
-    a.wait_members(&["a", "b"]).await;
-    b.wait_members(&["a", "b"]).await;
+    let (a, b) = pair(&link, &addrs).await;
 
     let port = b.gossip.port();
     link.nft(&format!(

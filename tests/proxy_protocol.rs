@@ -104,6 +104,21 @@ async fn send(lb: SocketAddr, from: IpAddr, prefix: &[u8], data: &[u8], bytewise
     matches!(read, Ok(Ok(_))) && !answer.is_empty()
 }
 
+/// Whether a connection the node saw was a v1 probe's (the test's nodes read v1).
+fn is_probe(seen: &Seen) -> bool {
+    seen.header == "PROXY UNKNOWN"
+}
+
+/// The last client connection the node saw, probes aside.
+fn last_client(seen: &Mutex<Vec<Seen>>) -> Seen {
+    let seen = seen.lock().expect("log");
+    seen.iter()
+        .rev()
+        .find(|s| !is_probe(s))
+        .cloned()
+        .expect("a client seen")
+}
+
 fn v2_header(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
     Builder::with_addresses(
         ppp::v2::Version::Two | Command::Proxy,
@@ -177,14 +192,7 @@ async fn headers_from_listed_sources_only_and_bad_ones_close_only_their_client()
     let data = pattern(7, 5000);
     for bytewise in [false, true] {
         assert!(send(lb.addr, listed, &header, &data, bytewise).await);
-        let last = seen
-            .lock()
-            .expect("log")
-            .iter()
-            .rev()
-            .find(|s| s.header != "PROXY UNKNOWN")
-            .cloned()
-            .expect("seen");
+        let last = last_client(&seen);
         assert_eq!(
             last.header, "PROXY TCP4 203.0.113.7 10.0.0.1 4242 443",
             "{bytewise}"
@@ -210,7 +218,7 @@ async fn headers_from_listed_sources_only_and_bad_ones_close_only_their_client()
     ];
     let clients = |seen: &Mutex<Vec<Seen>>| {
         let seen = seen.lock().expect("log");
-        seen.iter().filter(|s| s.header != "PROXY UNKNOWN").count()
+        seen.iter().filter(|s| !is_probe(s)).count()
     };
     let before = clients(&seen);
     for (bytes, why) in bad {
@@ -238,14 +246,7 @@ async fn headers_from_listed_sources_only_and_bad_ones_close_only_their_client()
 
     // From an unlisted source the same bytes are data: the node gets them unparsed.
     assert!(send(lb.addr, LOCALHOST, &header, &data, false).await);
-    let last = seen
-        .lock()
-        .expect("log")
-        .iter()
-        .rev()
-        .find(|s| s.header != "PROXY UNKNOWN")
-        .cloned()
-        .expect("seen");
+    let last = last_client(&seen);
     assert!(last.header.starts_with("PROXY TCP4 127.0.0.1 "), "{last:?}");
     let raw = [header.as_slice(), &data].concat();
     assert_eq!((last.len, last.hash), (raw.len(), sha256(&raw)));

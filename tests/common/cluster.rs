@@ -287,29 +287,3 @@ impl Drop for Link {
             .status();
     }
 }
-
-/// The status page at `admin` as headless Chromium renders it (its script run), or `None`
-/// where Chromium is not installed (see [`super::tool_available`]).
-pub fn rendered_page(admin: SocketAddr) -> Option<String> {
-    if !super::tool_available("chromium") {
-        return None;
-    }
-    let profile = tempfile::tempdir().expect("profile dir");
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=1000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("http://{admin}/"))
-        .output()
-        .expect("run chromium");
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
-}

@@ -720,3 +720,30 @@ impl Drop for Netns {
             .status();
     }
 }
+
+/// The status page at `admin` as headless Chromium renders it (its script run), or `None`
+/// where Chromium is not installed (see [`tool_available`]).
+pub fn rendered_page(admin: SocketAddr) -> Option<String> {
+    if !tool_available("chromium") {
+        return None;
+    }
+    let profile = tempfile::tempdir().expect("profile dir");
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("http://{admin}/"))
+        .output()
+        .expect("run chromium");
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
