@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
-use crate::balancer::{client_hash, Key};
+use crate::balancer::{client_hash, Key, Strategy};
 use crate::config::show_duration;
 use crate::connect::{self, AttemptError, Attempts, Client, ConnectError, Connected};
 use crate::metrics::ActiveClient;
@@ -39,7 +39,11 @@ pub async fn handle<P: Send>(
     let peer = who.addr;
     let key = Key {
         seed: service.next_pick.fetch_add(1, Ordering::Relaxed),
-        client: client_hash(peer.ip()),
+        // Only source affinity orders nodes by the client's address.
+        client: match upstream.strategy {
+            Strategy::Source => client_hash(peer.ip()),
+            _ => 0,
+        },
     };
     let mut attempts = Attempts::default();
     loop {

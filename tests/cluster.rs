@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::cluster::{connect_failures, node, Instance, Spec};
-use common::{connect_named, rendered_page, Backend, WAIT};
+use common::{connect_named, hold, rendered_page, Backend, WAIT};
 use nix::sys::signal::Signal;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -20,15 +20,6 @@ async fn nodes() -> Vec<Backend> {
         Backend::start("n2").await,
         Backend::start("n3").await,
     ]
-}
-
-/// Opens `count` connections through `lb` and keeps them; returns them with the node names.
-async fn hold(lb: SocketAddr, count: usize) -> Vec<(TcpStream, String)> {
-    let mut held = Vec::with_capacity(count);
-    for _ in 0..count {
-        held.push(connect_named(lb).await.expect("client through the cluster"));
-    }
-    held
 }
 
 /// How many of `held` landed on node `name`.

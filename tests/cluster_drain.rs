@@ -8,23 +8,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::cluster::{node, Instance, Spec};
-use common::{connect_named, Backend, WAIT};
+use common::{connect_named, hold, names, Backend, WAIT};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// Whether node `n` is drained in `status`.
 fn drained(status: &serde_json::Value, n: SocketAddr) -> bool {
     node(status, n)["drained"] == true
-}
-
-/// `count` clients through `lb`, each kept open until all are in (so that least connections
-/// spreads them): the names of the nodes they reached.
-async fn reached(lb: SocketAddr, count: usize) -> Vec<String> {
-    let mut held = Vec::with_capacity(count);
-    for _ in 0..count {
-        held.push(connect_named(lb).await.expect("client"));
-    }
-    held.into_iter().map(|(_, name)| name).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,7 +53,7 @@ async fn a_drain_reaches_every_instance_outlives_its_author_and_is_undone_anywhe
         drained_at.elapsed()
     );
     for i in [&b, &c] {
-        let names = reached(i.lb.addr, 30).await;
+        let names = names(&hold(i.lb.addr, 30).await);
         assert!(!names.iter().any(|n| n == "n1"), "{}: {names:?}", i.name);
     }
     open.get_mut()
@@ -112,7 +102,7 @@ async fn a_drain_reaches_every_instance_outlives_its_author_and_is_undone_anywhe
     assert_eq!(c.post(&format!("/nodes/{n1}/enable")).await, 200);
     for i in [&fresh, &b, &c] {
         i.wait_status("n1 enabled", WAIT, |s| !drained(s, n1)).await;
-        let names = reached(i.lb.addr, 6).await;
+        let names = names(&hold(i.lb.addr, 6).await);
         assert!(names.iter().any(|n| n == "n1"), "{}: {names:?}", i.name);
     }
 }

@@ -8,7 +8,7 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 
 use common::cluster::{alive, node, Instance, Link, Spec};
-use common::{connect_named, Backend, WAIT};
+use common::{connect_named, hold, names, Backend, WAIT};
 
 /// Three greeting nodes on the host end of `link`, reachable from both sides.
 async fn nodes(link: &Link) -> Vec<Backend> {
@@ -18,15 +18,6 @@ async fn nodes(link: &Link) -> Vec<Backend> {
         out.push(Backend::start_at(at, name).await);
     }
     out
-}
-
-/// `count` clients through `lb`, all kept open until the last is in; their nodes' names.
-async fn held(lb: SocketAddr, count: usize) -> Vec<String> {
-    let mut streams = Vec::with_capacity(count);
-    for _ in 0..count {
-        streams.push(connect_named(lb).await.expect("client"));
-    }
-    streams.into_iter().map(|(_, name)| name).collect()
 }
 
 /// B on the host end, A inside the namespace (seeded with B), both balancing `addrs`, once
@@ -91,7 +82,7 @@ async fn a_node_only_one_instance_cannot_reach_stays_in_use_by_the_others() {
         n["peers"][0]["name"], "a",
         "A's verdict beside B's own: {n:#}"
     );
-    assert_eq!(tally(&held(b.lb.addr, 30).await), [10, 10, 10]);
+    assert_eq!(tally(&names(&hold(b.lb.addr, 30).await)), [10, 10, 10]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

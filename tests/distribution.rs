@@ -5,18 +5,8 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{connect_named, Backend, ConfigFile, Tierlb};
+use common::{connect_named, hold, Backend, ConfigFile, Tierlb};
 use tokio::net::TcpStream;
-
-/// Opens `count` connections one after another, keeping them open; returns them with the name
-/// of the node that served each.
-async fn hold(addr: std::net::SocketAddr, count: usize) -> Vec<(TcpStream, String)> {
-    let mut held = Vec::with_capacity(count);
-    for _ in 0..count {
-        held.push(connect_named(addr).await.expect("proxied connection"));
-    }
-    held
-}
 
 fn tally(held: &[(TcpStream, String)]) -> HashMap<String, usize> {
     let mut counts = HashMap::new();

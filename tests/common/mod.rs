@@ -300,6 +300,21 @@ impl Backend {
     }
 }
 
+/// Opens `count` connections through `addr` one after another, keeping them open; returns them
+/// with the name of the node that served each.
+pub async fn hold(addr: SocketAddr, count: usize) -> Vec<(TcpStream, String)> {
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        held.push(connect_named(addr).await.expect("proxied connection"));
+    }
+    held
+}
+
+/// The names of the nodes that served `held`, in order.
+pub fn names(held: &[(TcpStream, String)]) -> Vec<String> {
+    held.iter().map(|(_, name)| name.clone()).collect()
+}
+
 /// A stopped backend's address, bound but not listening: connects to it are refused.
 pub struct Stopped {
     /// The address.
