@@ -242,16 +242,13 @@ pub struct Backend {
 impl Backend {
     /// Starts a greeting echo backend on an ephemeral port.
     pub async fn start(name: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind backend");
-        Backend::serve(listener, name)
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Backend::serve(shared_listener(any).expect("bind backend"), name)
     }
 
     /// Starts a greeting echo backend on a given address (to bring a node back).
     pub async fn start_at(addr: SocketAddr, name: &str) -> Backend {
-        let listener = TcpListener::bind(addr).await.expect("rebind backend");
-        Backend::serve(listener, name)
+        Backend::serve(shared_listener(addr).expect("rebind backend"), name)
     }
 
     fn serve(listener: TcpListener, name: &str) -> Backend {
@@ -285,14 +282,17 @@ impl Backend {
     /// Closes the listener (connections already open stay), so new connects are refused.
     /// The port stays reserved until the returned [`Stopped`] drops, so that no other test's
     /// listener can take it meanwhile and turn refused connects into successes.
+    /// The hold is bound before the listener closes (both share the port by SO_REUSEPORT), so
+    /// there is no moment at which the port is free.
     pub async fn stop(self) -> Stopped {
-        self.task.abort();
-        let _ = self.task.await;
         let hold = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
             .expect("socket");
         hold.set_reuse_address(true).expect("SO_REUSEADDR");
+        hold.set_reuse_port(true).expect("SO_REUSEPORT");
         hold.bind(&self.addr.into())
             .expect("hold the stopped backend's port");
+        self.task.abort();
+        let _ = self.task.await;
         Stopped {
             addr: self.addr,
             _hold: hold,
@@ -313,6 +313,16 @@ pub async fn hold(addr: SocketAddr, count: usize) -> Vec<(TcpStream, String)> {
 /// The names of the nodes that served `held`, in order.
 pub fn names(held: &[(TcpStream, String)]) -> Vec<String> {
     held.iter().map(|(_, name)| name.clone()).collect()
+}
+
+/// A listener on `addr` that a [`Stopped`] hold (or a backend brought back) may share by
+/// SO_REUSEPORT, so a port changes hands without ever being free for another test to take.
+fn shared_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// A stopped backend's address, bound but not listening: connects to it are refused.
