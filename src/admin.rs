@@ -98,6 +98,7 @@ async fn prometheus(State(shared): State<Arc<Shared>>, Extension(cluster): Membe
                     l.failed.load(Relaxed),
                     l.active.load(Relaxed),
                 ],
+                queue: Arc::clone(&service.queue),
             }
         })
         .collect();

@@ -29,7 +29,9 @@
 //! no untried up primary is; and down nodes only when no untried up or suspect node is: a
 //! wrong "down" must never turn into an outage (see [`tier`]). Every strategy keeps this order
 //! and decides only within a tier. Nodes at their connection limit and nodes already tried for
-//! this client are never picked.
+//! this client are never picked; and while an up or suspect node is merely full (not drained),
+//! no down node is picked either: there is none to pick, and the client waits in the queue for
+//! the full node's next free slot rather than try one known to be broken.
 //!
 //! Round robin is the same stride scheduling as the tie-break with the load left out: the
 //! eligible node with the earliest pass goes next, so weights 2:1:1 give a, b, a, c — as
@@ -63,8 +65,12 @@ pub trait Load {
     fn identity(&self) -> u64 {
         0
     }
-    /// Whether the node is at its connection limit.
+    /// Whether the node takes no new connection: at its connection limit, or drained.
     fn is_full(&self) -> bool;
+    /// Whether an operator drained the node (then it is full, and no slot will free).
+    fn is_drained(&self) -> bool {
+        false
+    }
     /// Its virtual pass, for turns among ties (see [`crate::node::advance`]).
     fn pass(&self) -> u64;
 }
@@ -81,6 +87,9 @@ impl Load for Arc<Node> {
     }
     fn is_full(&self) -> bool {
         Node::is_full(self)
+    }
+    fn is_drained(&self) -> bool {
+        Node::is_drained(self)
     }
     fn pass(&self) -> u64 {
         Node::pass(self)
@@ -212,6 +221,15 @@ impl Rank {
     }
 }
 
+/// The first [`tier`] of down nodes.
+const DOWN: u8 = 4;
+
+/// Whether a full node is one worth waiting for rather than trying a down node: up or suspect,
+/// and only at its limit (a drained node frees no slot).
+fn worth_waiting_for<N: Load>(node: &N) -> bool {
+    !node.is_drained() && tier(node) < DOWN
+}
+
 /// Which nodes go first, lower first: up primaries (0), suspect primaries (1), up backups
 /// (2), suspect backups (3), then, failing open, down primaries (4) and down backups (5).
 fn tier<N: Load>(node: &N) -> u8 {
@@ -219,7 +237,7 @@ fn tier<N: Load>(node: &N) -> u8 {
     if node.is_up() {
         2 * backup + u8::from(node.is_suspect())
     } else {
-        4 + backup
+        DOWN + backup
     }
 }
 
@@ -262,11 +280,17 @@ fn scan<N: Load>(nodes: &[N], vtime: u64, tried: &[usize]) -> Option<usize> {
     best(nodes, tried, |n| Rank::of(n, vtime))
 }
 
-/// The eligible node (not full, not tried) that ranks best by `rank`, in one pass.
+/// The eligible node (not full, not tried) that ranks best by `rank`, in one pass; none when
+/// that would be a down node while an untried up node is only full.
 fn best<N: Load>(nodes: &[N], tried: &[usize], rank: impl Fn(&N) -> Rank) -> Option<usize> {
     let mut best: Option<(usize, Rank)> = None;
+    let mut wait = false;
     for (i, node) in nodes.iter().enumerate() {
-        if node.is_full() || tried.contains(&i) {
+        if tried.contains(&i) {
+            continue;
+        }
+        if node.is_full() {
+            wait = wait || worth_waiting_for(node);
             continue;
         }
         let rank = rank(node);
@@ -274,7 +298,8 @@ fn best<N: Load>(nodes: &[N], tried: &[usize], rank: impl Fn(&N) -> Rank) -> Opt
             best = Some((i, rank));
         }
     }
-    best.map(|(i, _)| i)
+    best.filter(|(_, r)| !(wait && r.tier >= DOWN))
+        .map(|(i, _)| i)
 }
 
 mod rendezvous;

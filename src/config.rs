@@ -46,6 +46,8 @@ pub const DEFAULT_DNS_TTL: Duration = Duration::from_secs(2);
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default time the other side has to finish once one side has sent its FIN.
 pub const DEFAULT_FIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a client may wait in the queue while every node is at its `max_connections`.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default number of extra connect attempts on other nodes.
 pub const DEFAULT_RETRIES: u32 = 2;
 
@@ -190,6 +192,8 @@ pub struct Timeouts {
     pub fin: Duration,
     /// Client bytes unanswered by the node for this long count against it (`None`: off).
     pub response: Option<Duration>,
+    /// How long a client waits for a slot while every node is full (`None`: closed at once).
+    pub queue: Option<Duration>,
 }
 
 /// Why a configuration was rejected. Every variant names what is wrong and where.

@@ -1,4 +1,5 @@
-//! One client connection, from accept to close: pick and connect (with retries), splice, the
+//! One client connection, from accept to close: pick and connect (with retries, and a wait in
+//! the service's queue while every node is full), splice, the
 //! node's verdict on what it did with the client, the retry of a client the node dropped
 //! untouched, and the close counted and logged (with `access_log`, one `tierlb::access` line
 //! per connection; off, it costs nothing: not even a clock read).
@@ -12,10 +13,11 @@ use tokio::net::TcpStream;
 
 use crate::balancer::{client_hash, Key, Strategy};
 use crate::config::show_duration;
-use crate::connect::{self, AttemptError, Attempts, Client, ConnectError, Connected};
+use crate::connect::{AttemptError, Attempts, Client, Connected};
 use crate::metrics::ActiveClient;
 use crate::node::{FailureKind, Node, NodeSet, Observation, Source};
 use crate::proxy_protocol;
+use crate::queue::{self, Left, Unserved};
 use crate::service::Service;
 use crate::splice::{self, End, NodeEnd, Outcome, Side};
 use crate::upstream::{Settings, Upstream};
@@ -47,10 +49,19 @@ pub async fn handle<P: Send>(
     };
     let mut attempts = Attempts::default();
     loop {
-        // The connect phase (retries, DNS, timeouts) is a larger future than the splice that
-        // follows; boxing it keeps it out of this task's own state, so a long-lived
-        // connection holds only what the splice needs.
-        let connected = Box::pin(connect::connect(&upstream, key, &mut attempts, who)).await;
+        // The connect phase (retries, DNS, timeouts, the queue) is a larger future than the
+        // splice that follows; boxing it keeps it out of this task's own state, so a
+        // long-lived connection holds only what the splice needs.
+        let queue = &service.queue;
+        let connected = Box::pin(queue::connect(
+            queue,
+            &upstream,
+            key,
+            &mut attempts,
+            who,
+            &client,
+        ))
+        .await;
         let Connected {
             stream,
             slot,
@@ -88,6 +99,7 @@ pub async fn handle<P: Send>(
         // line (or the counters) sees the node's active count already lowered.
         let node = Arc::clone(slot.node());
         drop(slot);
+        service.queue.wake();
         node.stats
             .closed(outcome.client_to_node, outcome.node_to_client);
         verdict(&upstream.nodes, &node, &outcome);
@@ -188,8 +200,19 @@ fn verdict(nodes: &NodeSet, node: &Node, outcome: &Outcome) {
     }
 }
 
-/// A client no node could take: counted, and logged unless too many fail this second.
-fn failed(service: &Service, peer: SocketAddr, error: &ConnectError) {
+/// A client no node took: counted, and logged unless too many fail this second. One that
+/// left the queue by itself is no failure.
+fn failed(service: &Service, peer: SocketAddr, error: &Unserved) {
+    match error {
+        Unserved::Queue(Left::Gone) => {
+            tracing::debug!(client = %peer, "client left the queue");
+            return;
+        }
+        Unserved::Queue(Left::TimedOut(_)) => {
+            service.queue.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        Unserved::Connect(_) => {}
+    }
     service.listener.failed.fetch_add(1, Ordering::Relaxed);
     if service.client_failures.allow() {
         tracing::warn!(client = %peer, %error, "closing client: no node could take it");

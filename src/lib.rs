@@ -21,6 +21,7 @@
 //! - [`splice`]: bytes both ways (copy for small messages, `splice(2)` for bulk), half-close,
 //!   reset propagation, idle timeout, and whether the node answered at all.
 //! - [`conn`]: one client from pick to close.
+//! - [`queue`]: the first-come first-served wait for a slot while every node is full.
 //! - [`proxy_protocol`]: PROXY protocol headers written to nodes and read from trusted
 //!   clients.
 //! - [`buffers`]: per-thread pools of copy buffers and pipes, held only while bytes move.
@@ -39,6 +40,7 @@
 //!   suspect flag, cluster-wide load and drain.
 //! - [`admin`]: the HTTP endpoint for metrics, status, the status page and node drain.
 //! - [`throttle`]: rate-limited log lines.
+//! - [`timings`]: recorded durations (connect times, queue waits) as quantiles and buckets.
 //! - [`net`]: socket options and which errors are this host's own.
 //!
 //! # How a connection flows
@@ -88,6 +90,7 @@ pub(crate) mod metrics;
 pub mod net;
 pub mod node;
 pub(crate) mod proxy_protocol;
+pub(crate) mod queue;
 pub(crate) mod reload;
 pub mod server;
 pub(crate) mod service;
@@ -95,6 +98,7 @@ pub mod shutdown;
 pub(crate) mod splice;
 pub(crate) mod state;
 pub(crate) mod throttle;
+pub(crate) mod timings;
 pub(crate) mod upstream;
 
 pub use config::Config;

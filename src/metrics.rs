@@ -42,6 +42,12 @@ pub const LISTENER_FAILED: &str = "tierlb_listener_failed_total";
 pub const LISTENER_ACTIVE: &str = "tierlb_listener_active_connections";
 /// Probes that failed, the node's fault.
 pub const NODE_PROBE_FAILURES: &str = "tierlb_node_probe_failures_total";
+/// Clients waiting in the service's queue now (every node full).
+pub const QUEUE_LENGTH: &str = "tierlb_queue_length";
+/// How long clients waited in the queue, as a histogram.
+pub const QUEUE_WAIT: &str = "tierlb_queue_wait_seconds";
+/// Clients closed because no slot freed within `[timeouts] queue`.
+pub const QUEUE_TIMEOUTS: &str = "tierlb_queue_timeouts_total";
 /// The version of the running binary, as a label on a constant 1.
 pub const BUILD_INFO: &str = "tierlb_build_info";
 /// SIGHUP reloads, by result (`ok`, `error`).

@@ -1,5 +1,5 @@
 //! One service's shared state: the upstream snapshot its connections read, its listener's
-//! counters, the rate limit of its failure lines. (Its accept loop is in `listener`, which
+//! counters, its queue, the rate limit of its failure lines. (Its accept loop is in `listener`, which
 //! spawns `conn` tasks that read this: keeping the two apart keeps `conn` below both.)
 
 use std::net::SocketAddr;
@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceConfig;
 use crate::metrics::ListenerStats;
+use crate::queue::Queue;
 use crate::throttle::Throttle;
 use crate::upstream::Upstream;
 
@@ -28,6 +29,8 @@ pub struct Service {
     pub client_failures: Throttle,
     /// Grows by one per client: seeds the random draws of the pick in large node sets.
     pub next_pick: AtomicUsize,
+    /// Clients waiting for a slot while every node is full.
+    pub queue: Arc<Queue>,
     /// Cancelled when the service stops accepting: at shutdown, or when a reload removes it.
     pub stop: CancellationToken,
 }
@@ -43,6 +46,7 @@ impl Service {
             listener: ListenerStats::default(),
             client_failures: Throttle::default(),
             next_pick: AtomicUsize::new(0),
+            queue: Arc::default(),
             stop,
         }
     }

@@ -55,6 +55,9 @@ pub struct Upstream {
     pub nodes: NodeSet,
     /// How a node is picked.
     pub strategy: Strategy,
+    /// How long a client may wait for a slot when every node is full: `[timeouts] queue`,
+    /// `None` when it is off or no node has a `max_connections` (nothing to wait for).
+    queue: Option<Duration>,
 }
 
 impl Upstream {
@@ -73,7 +76,16 @@ impl Upstream {
             settings: Settings::of(config),
             nodes,
             strategy: strategy(config.balance),
+            queue: config
+                .timeouts
+                .queue
+                .filter(|_| config.nodes.iter().any(|n| n.max_connections.is_some())),
         }
+    }
+
+    /// How long a client may wait in the queue for a slot, if this upstream queues at all.
+    pub fn queue_limit(&self) -> Option<Duration> {
+        self.queue
     }
 
     /// The index of the best node to try next for a client with `key`, skipping `tried`.

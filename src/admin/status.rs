@@ -88,6 +88,8 @@ fn service_json(service: &Service) -> Value {
             "rejected": l.rejected.load(Relaxed),
             "failed": l.failed.load(Relaxed),
             "active": l.active.load(Relaxed),
+            "queued": service.queue.len(),
+            "queue_timeouts": service.queue.timeouts.load(Relaxed),
         },
         "nodes": nodes.nodes.iter().map(|n| node_json(n)).collect::<Vec<_>>(),
         "retired": nodes.retired.iter().filter(|n| n.active() > 0).map(|n| json!({
@@ -104,7 +106,7 @@ fn service_json(service: &Service) -> Value {
 pub(super) fn node_json(n: &Node) -> Value {
     let s = &n.stats;
     let health = n.health();
-    let (quantiles, count) = s.latency();
+    let (quantiles, count) = s.latency.quantiles();
     let latency: serde_json::Map<String, Value> = quantiles
         .iter()
         .map(|(q, seconds)| {

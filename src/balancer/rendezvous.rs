@@ -8,14 +8,19 @@
 //! cluster sends one client to the same node. Tiers (see `tier`) come first: a client's best
 //! up node wins over its best suspect or backup node.
 
-use super::{splitmix64, tier, Load};
+use super::{splitmix64, tier, worth_waiting_for, Load, DOWN};
 
 /// The index of the best node for the client hashed `client`, skipping `tried` and full
-/// nodes.
+/// nodes; none when that would be a down node while an untried up node is only full.
 pub fn pick<N: Load>(nodes: &[N], client: u64, tried: &[usize]) -> Option<usize> {
     let mut best: Option<(usize, u8, f64)> = None;
+    let mut wait = false;
     for (i, node) in nodes.iter().enumerate() {
-        if node.is_full() || tried.contains(&i) {
+        if tried.contains(&i) {
+            continue;
+        }
+        if node.is_full() {
+            wait = wait || worth_waiting_for(node);
             continue;
         }
         let (t, s) = (tier(node), score(client, node.identity(), node.weight()));
@@ -23,7 +28,8 @@ pub fn pick<N: Load>(nodes: &[N], client: u64, tried: &[usize]) -> Option<usize>
             best = Some((i, t, s));
         }
     }
-    best.map(|(i, _, _)| i)
+    best.filter(|(_, t, _)| !(wait && *t >= DOWN))
+        .map(|(i, _, _)| i)
 }
 
 /// The node's score for the client: `-weight / ln(u)` with u uniform in (0, 1) from the pair.

@@ -160,3 +160,35 @@ fn backups_only_while_no_primary_is_up_and_last_when_failing_open() {
         );
     }
 }
+
+#[rstest::rstest]
+#[case::least_connections(Strategy::LeastConnections)]
+#[case::round_robin(Strategy::RoundRobin)]
+#[case::source(Strategy::Source)]
+fn a_full_up_node_is_waited_for_rather_than_a_down_node_tried(#[case] strategy: Strategy) {
+    let key = Key { seed: 0, client: 7 };
+    let mut set = nodes(&[1, 1]);
+    set[0].full = true;
+    set[1].up = false;
+    assert_eq!(pick(strategy, &set, 0, key, &[]), None, "wait for node 0");
+    assert_eq!(
+        pick(strategy, &set, 0, key, &[0]),
+        Some(1),
+        "node 0 already tried for this client: fail open"
+    );
+    set[0].full = false;
+    set[0].drained = true;
+    assert_eq!(
+        pick(strategy, &set, 0, key, &[]),
+        Some(1),
+        "a drained node frees no slot: fail open"
+    );
+    set[0].drained = false;
+    set[0].up = false;
+    set[0].full = true;
+    assert_eq!(
+        pick(strategy, &set, 0, key, &[]),
+        Some(1),
+        "a full down node is not waited for"
+    );
+}

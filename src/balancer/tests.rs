@@ -10,6 +10,7 @@ pub(super) struct Fake {
     pub(super) weight: u32,
     pub(super) up: bool,
     pub(super) full: bool,
+    pub(super) drained: bool,
     pub(super) pass: u64,
     pub(super) suspect: bool,
     pub(super) backup: bool,
@@ -27,7 +28,10 @@ impl Load for Fake {
         self.up
     }
     fn is_full(&self) -> bool {
-        self.full
+        self.full || self.drained
+    }
+    fn is_drained(&self) -> bool {
+        self.drained
     }
     fn pass(&self) -> u64 {
         self.pass
@@ -74,6 +78,7 @@ pub(super) fn nodes(weights: &[u32]) -> Vec<Fake> {
             weight,
             up: true,
             full: false,
+            drained: false,
             pass: 0,
             suspect: false,
             backup: false,

@@ -100,6 +100,7 @@ fn built_in() -> Defaults {
             handshake: crate::config::DEFAULT_HANDSHAKE_TIMEOUT,
             fin: crate::config::DEFAULT_FIN_TIMEOUT,
             response: None,
+            queue: Some(crate::config::DEFAULT_QUEUE_TIMEOUT),
         },
     }
 }

@@ -26,7 +26,15 @@ const HEALTH_KEYS: [&str; 7] = [
     "expect",
     "slow_start",
 ];
-const TIMEOUT_KEYS: [&str; 6] = ["connect", "idle", "drain", "handshake", "fin", "response"];
+const TIMEOUT_KEYS: [&str; 7] = [
+    "connect",
+    "idle",
+    "drain",
+    "handshake",
+    "fin",
+    "response",
+    "queue",
+];
 const NODE_KEYS: [&str; 5] = [
     "address",
     "weight",
@@ -320,6 +328,10 @@ pub(super) fn timeouts(walk: &mut Walk<'_>, section: &Section<'_>, base: Timeout
     // "0s" turns an inherited `response` off.
     if let Some((d, _)) = walk.duration(&s, "response", true) {
         t.response = Some(d).filter(|d| !d.is_zero());
+    }
+    // "0s": no queue, a client that finds every node full is closed at once.
+    if let Some((d, _)) = walk.duration(&s, "queue", true) {
+        t.queue = Some(d).filter(|d| !d.is_zero());
     }
     t
 }

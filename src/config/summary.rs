@@ -131,6 +131,12 @@ impl ServiceConfig {
         if let Some(response) = t.response {
             let _ = write!(out, " response {}", show(response));
         }
+        match t.queue {
+            Some(queue) => {
+                let _ = write!(out, " queue {}", show(queue));
+            }
+            None => out.push_str(" queue off"),
+        }
         out.push('\n');
         if self.access_log {
             out.push_str("access_log on\n");

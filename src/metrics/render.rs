@@ -20,8 +20,11 @@ use super::{
     NODE_RETRIES, NODE_SENT_BYTES, NODE_SUSPECT, NODE_TRANSITIONS, NODE_UP, RELOADS,
 };
 use crate::node::{FailureKind, Node};
+use crate::queue::Queue;
+use crate::timings::Timings;
 
 mod cluster;
+mod queue;
 
 pub use cluster::ClusterScrape;
 
@@ -53,6 +56,8 @@ pub struct ServiceScrape {
     pub nodes: Vec<Arc<Node>>,
     /// Listener counters: accepted, rejected, failed, active.
     pub listener: [u64; 4],
+    /// Its queue.
+    pub queue: Arc<Queue>,
 }
 
 /// Renders a scrape in the Prometheus text format (version 0.0.4).
@@ -153,6 +158,28 @@ pub(super) fn value(
     }
 }
 
+/// Encodes recorded durations as one histogram sample with buckets at `bounds` (seconds).
+pub(super) fn histogram(
+    encoder: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    timings: &Timings,
+    bounds: &[f64],
+) -> fmt::Result {
+    let (cumulative, count) = timings.buckets(bounds);
+    // The encoder wants each bucket's own count; it adds them up again.
+    let mut below = 0;
+    let mut buckets: Vec<(f64, u64)> = bounds
+        .iter()
+        .zip(&cumulative)
+        .map(|(&bound, &c)| {
+            let own = c.saturating_sub(below);
+            below = c.max(below);
+            (bound, own)
+        })
+        .collect();
+    buckets.push((f64::INFINITY, count.saturating_sub(below)));
+    encoder.encode_histogram::<NoLabelSet>(timings.sum_seconds(), count, &buckets, None)
+}
+
 impl Scrape {
     fn process(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let mut family = encoder.encode_descriptor(
@@ -246,27 +273,11 @@ impl Scrape {
             MetricType::Histogram,
         )?;
         for (node, labels) in nodes.iter().zip(&labels) {
-            let (cumulative, count) = node.stats.latency_buckets(&LATENCY_BUCKETS);
-            // The encoder wants each bucket's own count; it adds them up again.
-            let mut below = 0;
-            let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
-                .iter()
-                .zip(&cumulative)
-                .map(|(&bound, &c)| {
-                    let own = c.saturating_sub(below);
-                    below = c.max(below);
-                    (bound, own)
-                })
-                .collect();
-            buckets.push((f64::INFINITY, count.saturating_sub(below)));
-            family
-                .encode_family(labels)?
-                .encode_histogram::<NoLabelSet>(
-                    node.stats.latency_sum_seconds(),
-                    count,
-                    &buckets,
-                    None,
-                )?;
+            histogram(
+                &mut family.encode_family(labels)?,
+                &node.stats.latency,
+                &LATENCY_BUCKETS,
+            )?;
         }
         Ok(())
     }
@@ -326,6 +337,7 @@ impl Collector for Scrape {
             c.encode_into(&mut encoder)?;
         }
         self.nodes(&mut encoder)?;
-        self.listener(&mut encoder)
+        self.listener(&mut encoder)?;
+        queue::encode(&self.services, &mut encoder)
     }
 }

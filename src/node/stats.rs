@@ -1,14 +1,12 @@
 //! A node's counters: connects, failures by kind, retries, bytes, probe failures, state
-//! changes, connect latency (an hdrhistogram behind a mutex taken once per successful
-//! connect) and the recent one-second samples of the status page.
+//! changes, connect latency (recorded once per successful connect) and the recent one-second
+//! samples of the status page.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-
 use super::recent::Recent;
+use crate::timings::Timings;
 
 /// Kinds of connect failure, as counted in metrics (`kind` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +50,6 @@ impl FailureKind {
     }
 }
 
-/// Quantiles of the connect-latency summary; 1 is the maximum.
-const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 1.0];
-
 /// Per-node counters.
 #[derive(Debug)]
 pub struct NodeStats {
@@ -74,10 +69,8 @@ pub struct NodeStats {
     pub went_down: AtomicU64,
     /// Transitions to up.
     pub went_up: AtomicU64,
-    /// Connect latency in microseconds (`None` only if the histogram could not be built),
-    /// with the sum for the summary.
-    latency: Mutex<Option<Histogram<u64>>>,
-    latency_sum_us: AtomicU64,
+    /// Connect latency of successful connects.
+    pub latency: Timings,
     /// The last minutes, one sample a second, for the status page.
     pub recent: Recent,
 }
@@ -93,9 +86,7 @@ impl Default for NodeStats {
             received_bytes: AtomicU64::new(0),
             went_down: AtomicU64::new(0),
             went_up: AtomicU64::new(0),
-            // Three significant figures; the histogram grows to fit any latency.
-            latency: Mutex::new(Histogram::new(3).ok()),
-            latency_sum_us: AtomicU64::new(0),
+            latency: Timings::default(),
             recent: Recent::default(),
         }
     }
@@ -105,20 +96,14 @@ impl NodeStats {
     /// Counts one successful connect that took `took`.
     pub fn connected(&self, took: Duration) {
         self.connections.fetch_add(1, Ordering::Relaxed);
-        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
-        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
-        if let Ok(mut guard) = self.latency.lock() {
-            if let Some(histogram) = guard.as_mut() {
-                histogram.saturating_record(us);
-            }
-        }
+        self.latency.record(took);
     }
 
     /// Takes this second's sample for [`NodeStats::recent`].
     pub fn sample(&self) {
         self.recent.sample(
             self.connections.load(Ordering::Relaxed),
-            self.latency_sum_us.load(Ordering::Relaxed),
+            self.latency.sum_us(),
         );
     }
 
@@ -146,41 +131,5 @@ impl NodeStats {
     pub fn closed(&self, sent: u64, received: u64) {
         self.sent_bytes.fetch_add(sent, Ordering::Relaxed);
         self.received_bytes.fetch_add(received, Ordering::Relaxed);
-    }
-
-    /// Connect latency quantiles in seconds (see `QUANTILES`), and the count.
-    pub fn latency(&self) -> (Vec<(f64, f64)>, u64) {
-        let guard = self.latency.lock();
-        match guard.as_deref() {
-            Ok(Some(h)) => (
-                QUANTILES
-                    .iter()
-                    .map(|&q| (q, h.value_at_quantile(q) as f64 / 1e6))
-                    .collect(),
-                h.len(),
-            ),
-            _ => (QUANTILES.iter().map(|&q| (q, 0.0)).collect(), 0),
-        }
-    }
-
-    /// For a latency histogram: how many connects took at most each of `bounds` (seconds,
-    /// ascending), cumulative, and how many there were in all.
-    pub fn latency_buckets(&self, bounds: &[f64]) -> (Vec<u64>, u64) {
-        let guard = self.latency.lock();
-        match guard.as_deref() {
-            Ok(Some(h)) => {
-                let counts = bounds
-                    .iter()
-                    .map(|b| h.count_between(0, (b * 1e6) as u64))
-                    .collect();
-                (counts, h.len())
-            }
-            _ => (vec![0; bounds.len()], 0),
-        }
-    }
-
-    /// The sum of the connect latencies, in seconds.
-    pub fn latency_sum_seconds(&self) -> f64 {
-        self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
     }
 }
