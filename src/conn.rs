@@ -67,6 +67,7 @@ pub async fn handle<P: Send>(
             slot,
             index,
             took,
+            falls,
         } = match connected {
             Ok(connected) => connected,
             Err(error) => {
@@ -102,7 +103,7 @@ pub async fn handle<P: Send>(
         service.queue.wake();
         node.stats
             .closed(outcome.client_to_node, outcome.node_to_client);
-        verdict(&upstream.nodes, &node, &outcome);
+        verdict(&upstream.nodes, &node, &outcome, falls);
         let Outcome {
             client_to_node,
             node_to_client,
@@ -190,12 +191,14 @@ fn silence(upstream: &Arc<Upstream>, node: &Arc<Node>) -> Box<dyn FnMut(Duration
 }
 
 /// Tells the node's health what it did with the client: answered (a byte came back), or
-/// ended before answering while the client was still sending.
-fn verdict(nodes: &NodeSet, node: &Node, outcome: &Outcome) {
+/// ended before answering while the client was still sending. An answer on a connection
+/// made before the node last went down (`falls` then) does not count towards bringing it
+/// back: its bytes may all predate the fall (a killed node's old connections end after it).
+fn verdict(nodes: &NodeSet, node: &Node, outcome: &Outcome, falls: u32) {
     if let Some(how) = outcome.unanswered {
         node.stats.failed(FailureKind::Unanswered);
         nodes.observe(node, Source::Client, Observation::Unanswered, &how.reason());
-    } else if outcome.node_to_client > 0 {
+    } else if outcome.node_to_client > 0 && (node.is_up() || node.stats.falls() == falls) {
         nodes.observe(node, Source::Client, Observation::Answered, &"answered");
     }
 }

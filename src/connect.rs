@@ -149,6 +149,8 @@ pub struct Connected {
     pub index: usize,
     /// How long the successful connect took.
     pub took: Duration,
+    /// The node's [`crate::node::NodeStats::falls`] when it was connected.
+    pub falls: u32,
 }
 
 /// What one client's connect attempts have spent so far: the nodes tried and the attempts
@@ -266,6 +268,7 @@ pub async fn connect(
                     slot,
                     index: i,
                     took,
+                    falls: node.stats.falls(),
                 });
             }
             Err(error) => {

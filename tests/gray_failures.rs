@@ -283,9 +283,14 @@ async fn a_frozen_node_is_found_by_response_and_missed_without_it() {
         }
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("thaw");
         let _ = load.await;
-        // Thawed, it answers: the clients it held (answered late) and the probes bring it back.
-        lb.wait_log_all(&["node up", &format!("node={n1}")], 1, WAIT)
+        // Thawed, it comes back after `rise` probes, on probation (connect-only probes prove
+        // nothing about silence); the late answers of the clients it held, connected before
+        // it fell, do not count.
+        let back = lb
+            .wait_log_all(&["node up", &format!("node={n1}")], 1, WAIT)
             .expect("node1 back");
+        assert!(back.contains("reason=probe passed"), "{back}");
+        assert!(back.contains("on probation"), "{back}");
         let (_, body) = http(admin, "GET", "/status", &[]).await;
         let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
         assert_eq!(node(&status, n1)["up"], true);

@@ -107,3 +107,34 @@ async fn send_expect_probe_marks_a_wrong_answer_down() {
     .expect("the good node keeps being probed");
     assert_eq!(tierlb.count(&["node down", &format!("node={good}")]), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_older_than_the_fall_does_not_bring_a_node_back() {
+    let node1 = Backend::start("node1").await;
+    let node1_addr = node1.addr;
+    let config = ConfigFile::new(&format!(
+        "listen = \"127.0.0.1:0\"\nnodes = {}\n[health]\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1\n",
+        toml_nodes(&[node1.addr])
+    ));
+    let tierlb = Tierlb::with_config(&config);
+    // A client answered by node1 before it falls: its connection stays open past the fall.
+    let (held, name) = common::connect_named(tierlb.addr)
+        .await
+        .expect("proxied connection");
+    assert_eq!(name, "node1");
+    let _stopped = node1.stop().await;
+    let tag = format!("node={node1_addr}");
+    tierlb
+        .wait_log_all(&["node down", &tag], 1, common::WAIT)
+        .expect("probes mark the stopped node down");
+    drop(held);
+    tierlb
+        .wait_log_all(&["connection closed", &tag], 1, common::WAIT)
+        .expect("the old connection ends");
+    assert_eq!(
+        tierlb.count(&["node up", "reason=answered"]),
+        0,
+        "the old connection's answer is no news: {:?}",
+        tierlb.lines()
+    );
+}

@@ -94,7 +94,13 @@ impl NodeSet {
                 }
             }
             Transition::Up => {
-                tracing::info!(node = %node.address, %reason, down_for = %lasted, up, total, "node up after {lasted} down; {up} of {total} nodes up");
+                let probation = node.health().probation;
+                let note = if probation {
+                    " (on probation: one failure takes it down again)"
+                } else {
+                    ""
+                };
+                tracing::info!(node = %node.address, %reason, down_for = %lasted, up, total, probation, "node up after {lasted} down{note}; {up} of {total} nodes up");
                 if self.all_down.swap(false, Ordering::Relaxed) {
                     tracing::info!(node = %node.address, "service resumed: a node is up again");
                 }

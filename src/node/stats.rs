@@ -122,6 +122,12 @@ impl NodeStats {
         self.failures[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// How many times the node has gone down, as a tag a connection keeps from its connect:
+    /// an answer on a connection older than the node's last fall is no news of its health.
+    pub fn falls(&self) -> u32 {
+        self.went_down.load(Ordering::Relaxed) as u32
+    }
+
     /// Counts one failed probe.
     pub fn probe_failed(&self) {
         self.probe_failures.fetch_add(1, Ordering::Relaxed);
