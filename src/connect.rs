@@ -130,7 +130,9 @@ pub async fn open(
     let attempt = async {
         let target = node.dns.resolve(&node.address, dns_ttl).await?;
         let socket = net::node_socket(target).map_err(AttemptError::Local)?;
-        socket.connect(target).await.map_err(AttemptError::from_io)
+        net::connect(socket, target)
+            .await
+            .map_err(AttemptError::from_io)
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,

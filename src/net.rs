@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::io::Interest;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Accept queue length asked of the kernel (capped by `net.core.somaxconn`). While tierlb is
 /// at its connection limit or out of descriptors, clients wait here rather than being refused.
@@ -29,16 +30,36 @@ pub fn bind_std_listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net:
     Ok(socket.into())
 }
 
-/// A socket for connecting to a node, with TCP_NODELAY set before the connect so the
-/// connected stream needs no further system call.
-pub fn node_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+/// A non-blocking socket for connecting to a node, with TCP_NODELAY set before the connect so
+/// the connected stream needs no further system call.
+pub fn node_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
     socket.set_nodelay(true)?;
     Ok(socket)
+}
+
+/// Connects `socket` (from [`node_socket`]) to `addr`. The outcome is read from the readiness
+/// event itself: a failed connect is reported with EPOLLERR/EPOLLHUP (write side closed), and
+/// only then is SO_ERROR read for the reason; a connect that succeeded costs no `getsockopt`
+/// (tokio's own connect reads SO_ERROR every time).
+pub async fn connect(socket: Socket, addr: SocketAddr) -> io::Result<TcpStream> {
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+    let ready = stream.ready(Interest::WRITABLE).await?;
+    if ready.is_write_closed() {
+        return Err(stream
+            .take_error()?
+            .unwrap_or_else(|| io::ErrorKind::ConnectionReset.into()));
+    }
+    Ok(stream)
 }
 
 /// Makes sure an accepted client has TCP_NODELAY: tierlb forwards what it reads at once, so
@@ -99,11 +120,24 @@ mod tests {
     async fn node_sockets_have_nodelay() {
         let listener = bind_listener("127.0.0.1:0".parse().expect("addr")).expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let stream = node_socket(addr)
-            .expect("socket")
-            .connect(addr)
-            .await
-            .expect("connect");
+        let socket = node_socket(addr).expect("socket");
+        let stream = connect(socket, addr).await.expect("connect");
         assert!(stream.nodelay().expect("nodelay"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_reports_the_refusal() {
+        // Bound but not listening: the port stays taken, and connects to it are refused.
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let bound = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        bound.bind(&any.into()).expect("bind");
+        let addr = bound
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("local addr");
+        let socket = node_socket(addr).expect("socket");
+        let refused = connect(socket, addr).await.expect_err("nobody listens");
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
     }
 }

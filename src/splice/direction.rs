@@ -1,6 +1,7 @@
 //! One direction of a spliced connection: its state machine (idle, writing a buffer, draining
 //! a pipe, done), the copy and `splice(2)` paths, and the errors it reports with their side.
 
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::task::{ready, Context, Poll};
@@ -61,6 +62,9 @@ pub(super) struct Direction {
     pub moved: u64,
     /// Whether a read ever filled the copy buffer: from then on, splice(2) is used.
     bulk: bool,
+    /// The source's FIN came with the bytes being written: once they are, the direction is at
+    /// its EOF without another read (which would only return 0).
+    eof_pending: bool,
     /// Set on the client -> node direction once the node has ended without answering.
     pub unanswered: Option<NodeEnd>,
 }
@@ -117,21 +121,22 @@ impl Direction {
                 State::Done => return Poll::Ready(Ok(())),
                 State::Idle => {
                     ready!(src.poll_read_ready(cx)).map_err(read_fault)?;
+                    let finished = peer_finished(src, cx);
                     let read = if self.bulk {
                         self.fill_pipe(src)
                     } else {
                         self.fill_buffer(src)
                     };
                     match read {
-                        Ok(0) => {
-                            if !other_done && !hold_eof {
-                                half_close(dst).map_err(write_fault)?;
-                            }
-                            self.state = State::Done;
-                        }
+                        Ok(0) => self
+                            .finish(dst, other_done, hold_eof)
+                            .map_err(write_fault)?,
                         Ok(n) => {
                             self.moved += n as u64;
                             *last_activity = Instant::now();
+                            // The FIN was in before this read, so after every byte before it;
+                            // a short read emptied the queue: nothing is left but the EOF.
+                            self.eof_pending = finished && !self.bulk && n < BUFFER_SIZE;
                         }
                         // Readiness was cleared: the next poll_read_ready registers the waker.
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -144,6 +149,10 @@ impl Direction {
                         if start == end {
                             // The buffer goes back to the pool.
                             self.state = State::Idle;
+                            if self.eof_pending {
+                                self.finish(dst, other_done, hold_eof)
+                                    .map_err(write_fault)?;
+                            }
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -168,6 +177,16 @@ impl Direction {
                 }
             }
         }
+    }
+
+    /// The source is at EOF: passes it on (unless the other direction is done, when the close
+    /// sends the FIN, or the EOF is held) and the direction is done.
+    fn finish(&mut self, dst: &TcpStream, other_done: bool, hold_eof: bool) -> io::Result<()> {
+        if !other_done && !hold_eof {
+            half_close(dst)?;
+        }
+        self.state = State::Done;
+        Ok(())
     }
 
     /// Reads into a pooled buffer; on bytes, the direction moves to `Writing`.
@@ -207,6 +226,14 @@ impl Direction {
     fn fill_pipe(&mut self, src: &TcpStream) -> io::Result<usize> {
         self.fill_buffer(src)
     }
+}
+
+/// Whether `src`, just found readable, has also received its peer's FIN (EPOLLRDHUP), read from
+/// the readiness tokio holds: no system call. The readiness is set, so the probe is ready at
+/// once and registers nothing.
+fn peer_finished(src: &TcpStream, cx: &mut Context<'_>) -> bool {
+    let mut probe = std::pin::pin!(src.ready(Interest::READABLE));
+    matches!(probe.as_mut().poll(cx), Poll::Ready(Ok(r)) if r.is_read_closed())
 }
 
 /// One `read` from `src` if it is readable (see [`transfer_once`]).
