@@ -21,6 +21,7 @@ fn nodes(count: usize) -> (NodeSet, Vec<ActiveGuard>) {
             max_connections: None,
             backup: false,
             proxy_protocol: tierlb::config::ProxyProtocol::Off,
+            source: Vec::new(),
         })
         .collect();
     let set = NodeSet::new(&configs, 2, 3);

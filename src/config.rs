@@ -17,6 +17,7 @@ use std::time::Duration;
 mod address;
 mod cluster;
 mod duration;
+mod nodes;
 mod schema;
 mod service;
 mod summary;
@@ -156,6 +157,9 @@ pub struct NodeConfig {
     pub backup: bool,
     /// The PROXY header it is sent: its own `proxy_protocol`, else its service's.
     pub proxy_protocol: ProxyProtocol,
+    /// Local addresses to connect from, in turn: its own `source`, else its service's (empty:
+    /// the kernel's choice).
+    pub source: Vec<std::net::IpAddr>,
 }
 
 /// Active probe settings (`[health]`).

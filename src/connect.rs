@@ -51,8 +51,9 @@ pub enum AttemptError {
 fn local_hint(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::EADDRNOTAVAIL | libc::EADDRINUSE) => format!(
-            "no free local port to connect from ({e}); widen net.ipv4.ip_local_port_range, \
-             set net.ipv4.tcp_tw_reuse = 1, or spread the load over more node addresses"
+            "no free local port to connect from, or a `source` address that is not this \
+             host's ({e}); widen net.ipv4.ip_local_port_range, set net.ipv4.tcp_tw_reuse = 1, \
+             or give `source` more addresses"
         ),
         Some(libc::EMFILE | libc::ENFILE) => format!(
             "out of file descriptors ({e}); raise the open-files limit (ulimit -n, \
@@ -129,7 +130,8 @@ pub async fn open(
 ) -> Result<TcpStream, AttemptError> {
     let attempt = async {
         let target = node.dns.resolve(&node.address, dns_ttl).await?;
-        let socket = net::node_socket(target).map_err(AttemptError::Local)?;
+        let socket =
+            net::node_socket(target, node.source.pick(target)).map_err(AttemptError::Local)?;
         net::connect(socket, target)
             .await
             .map_err(AttemptError::from_io)

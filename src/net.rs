@@ -1,7 +1,7 @@
 //! Socket options, in one place: listener backlog and address reuse, TCP_NODELAY, resets.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -31,14 +31,26 @@ pub fn bind_std_listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net:
 }
 
 /// A non-blocking socket for connecting to a node, with TCP_NODELAY set before the connect so
-/// the connected stream needs no further system call.
-pub fn node_socket(addr: SocketAddr) -> io::Result<Socket> {
+/// the connected stream needs no further system call. With a `source` address it is bound to
+/// it with IP_BIND_ADDRESS_NO_PORT, so the kernel picks the local port at connect time, for
+/// the whole 4-tuple: a port in use towards one node stays free towards every other.
+pub fn node_socket(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking(),
         Some(Protocol::TCP),
     )?;
     socket.set_nodelay(true)?;
+    if let Some(ip) = source {
+        #[cfg(target_os = "linux")]
+        nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::IpBindAddressNoPort,
+            &true,
+        )
+        .map_err(io::Error::from)?;
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
     Ok(socket)
 }
 
@@ -120,7 +132,7 @@ mod tests {
     async fn node_sockets_have_nodelay() {
         let listener = bind_listener("127.0.0.1:0".parse().expect("addr")).expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let socket = node_socket(addr).expect("socket");
+        let socket = node_socket(addr, None).expect("socket");
         let stream = connect(socket, addr).await.expect("connect");
         assert!(stream.nodelay().expect("nodelay"));
     }
@@ -136,7 +148,7 @@ mod tests {
             .ok()
             .and_then(|a| a.as_socket())
             .expect("local addr");
-        let socket = node_socket(addr).expect("socket");
+        let socket = node_socket(addr, None).expect("socket");
         let refused = connect(socket, addr).await.expect_err("nobody listens");
         assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
     }

@@ -23,6 +23,7 @@ mod peers;
 mod ramp;
 mod recent;
 mod set;
+mod source;
 mod state;
 mod stats;
 mod turns;
@@ -32,6 +33,7 @@ pub use peers::{Decision, PeerReport, PeerView, Verdict};
 pub use ramp::Ramp;
 pub use recent::{Recent, Sample};
 pub use set::NodeSet;
+pub use source::Sources;
 pub use state::{Health, Observation, Transition};
 pub use stats::{FailureKind, NodeStats};
 pub use turns::{advance, later, STRIDE};
@@ -98,6 +100,8 @@ pub struct Node {
     pub peers: PeerView,
     /// Its slow start.
     pub ramp: Ramp,
+    /// The local addresses its connections are made from (`source`), in turn.
+    pub source: Sources,
 }
 
 impl Node {
@@ -123,6 +127,7 @@ impl Node {
             dns: DnsCache::default(),
             peers: PeerView::default(),
             ramp: Ramp::default(),
+            source: Sources::default(),
         };
         node.configure(config, rise, fall);
         node
@@ -144,6 +149,7 @@ impl Node {
         );
         self.rise.store(rise, Ordering::Relaxed);
         self.fall.store(fall, Ordering::Relaxed);
+        self.source.set(&config.source);
     }
 
     /// The PROXY header the node is sent before a client's bytes.
@@ -370,6 +376,7 @@ mod tests {
             max_connections: Some(1),
             backup: false,
             proxy_protocol: ProxyProtocol::Off,
+            source: Vec::new(),
         };
         let node = Arc::new(Node::new(&config, 2, 3));
         let guard = node.try_acquire().expect("first slot");

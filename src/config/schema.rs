@@ -17,7 +17,7 @@ use super::{
 /// Most runtime threads: far more than any machine's cores, far fewer than would exhaust it.
 const MAX_THREADS: u32 = 1024;
 
-const TOP_KEYS: [&str; 15] = [
+const TOP_KEYS: [&str; 16] = [
     "listen",
     "nodes",
     "balance",
@@ -27,6 +27,7 @@ const TOP_KEYS: [&str; 15] = [
     "access_log",
     "proxy_protocol",
     "accept_proxy_from",
+    "source",
     "threads",
     "health",
     "timeouts",
@@ -84,6 +85,7 @@ fn built_in() -> Defaults {
         access_log: false,
         proxy_protocol: crate::config::ProxyProtocol::Off,
         accept_proxy_from: Vec::new(),
+        source: Vec::new(),
         health: HealthConfig {
             interval: DEFAULT_INTERVAL,
             timeout: DEFAULT_PROBE_TIMEOUT,
@@ -150,6 +152,9 @@ fn several(
     }
     if let Some(r) = service::ranges(walk, top) {
         base.accept_proxy_from = r;
+    }
+    if let Some(s) = super::nodes::sources(walk, top) {
+        base.source = s;
     }
     base.health = service::health(walk, top, &base.health);
     base.timeouts = service::timeouts(walk, top, base.timeouts);

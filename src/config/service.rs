@@ -2,16 +2,14 @@
 //! `retries`, `dns_ttl`, `max_connections`, `access_log`, `[health]` and `[timeouts]`, each key falling back
 //! to the file's top-level default ([`Defaults`]) when the service does not set it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use toml_edit::{Item, Value};
-
 use super::address::parse_listen;
+use super::nodes::{flag_nodes, nodes, sources, Inherit};
 use super::walk::{Section, Span, Walk};
 use super::{
-    Balance, Cidr, ConfigError, HealthConfig, NodeAddr, NodeConfig, ProxyProtocol, ServiceConfig,
-    Timeouts,
+    Balance, Cidr, ConfigError, HealthConfig, NodeAddr, ProxyProtocol, ServiceConfig, Timeouts,
 };
 
 /// Largest `rise` or `fall`: the health counters are 16-bit.
@@ -35,15 +33,8 @@ const TIMEOUT_KEYS: [&str; 7] = [
     "response",
     "queue",
 ];
-const NODE_KEYS: [&str; 5] = [
-    "address",
-    "weight",
-    "max_connections",
-    "backup",
-    "proxy_protocol",
-];
 /// The keys of a `[services.NAME]` table.
-pub(super) const SERVICE_KEYS: [&str; 11] = [
+pub(super) const SERVICE_KEYS: [&str; 12] = [
     "listen",
     "nodes",
     "balance",
@@ -53,6 +44,7 @@ pub(super) const SERVICE_KEYS: [&str; 11] = [
     "access_log",
     "proxy_protocol",
     "accept_proxy_from",
+    "source",
     "health",
     "timeouts",
 ];
@@ -69,6 +61,7 @@ pub(super) struct Defaults {
     pub access_log: bool,
     pub proxy_protocol: ProxyProtocol,
     pub accept_proxy_from: Vec<Cidr>,
+    pub source: Vec<IpAddr>,
     pub health: HealthConfig,
     pub timeouts: Timeouts,
 }
@@ -85,10 +78,14 @@ pub(super) fn service(
 ) -> Result<Option<ServiceConfig>, ConfigError> {
     let listen = flags.0.or_else(|| address(walk, section, "listen"));
     let proxy = proxy_protocol(walk, section, "proxy_protocol").unwrap_or(base.proxy_protocol);
+    let inherit = Inherit {
+        proxy_protocol: proxy,
+        source: sources(walk, section).unwrap_or_else(|| base.source.clone()),
+    };
     let nodes = if flags.1.is_empty() {
-        nodes(walk, section, proxy)
+        nodes(walk, section, &inherit)
     } else {
-        Some(flag_nodes(flags.1, proxy)?)
+        Some(flag_nodes(flags.1, &inherit)?)
     };
     let accept_proxy_from = ranges(walk, section).unwrap_or_else(|| base.accept_proxy_from.clone());
     let balance = balance(walk, section);
@@ -147,113 +144,6 @@ fn balance(walk: &mut Walk<'_>, section: &Section<'_>) -> Balance {
             Balance::LeastConnections
         }
     }
-}
-
-/// The nodes given with `-p`: each once.
-fn flag_nodes(flags: &[NodeAddr], proxy: ProxyProtocol) -> Result<Vec<NodeConfig>, ConfigError> {
-    let mut nodes: Vec<NodeConfig> = Vec::new();
-    for address in flags {
-        if nodes.iter().any(|n| &n.address == address) {
-            return Err(ConfigError::Usage(format!(
-                "-p {address} is given twice; give each node once"
-            )));
-        }
-        nodes.push(NodeConfig {
-            address: address.clone(),
-            weight: 1,
-            max_connections: None,
-            backup: false,
-            proxy_protocol: proxy,
-        });
-    }
-    Ok(nodes)
-}
-
-/// `nodes`: a non-empty list of `"host:port"` or node tables, each address once.
-fn nodes(
-    walk: &mut Walk<'_>,
-    section: &Section<'_>,
-    proxy: ProxyProtocol,
-) -> Option<Vec<NodeConfig>> {
-    let (item, span) = walk.item(section, "nodes")?;
-    let key = section.key("nodes");
-    let Some(list) = item.as_array() else {
-        walk.wrong_type(&key, &span, "a list of nodes", item);
-        return None;
-    };
-    if list.is_empty() {
-        let message =
-            "is empty: list at least one node, e.g. [\"node1:8080\"], or pass -p host:port";
-        walk.error(&key, &span, message.to_owned());
-        return None;
-    }
-    let mut nodes: Vec<NodeConfig> = Vec::new();
-    for (i, value) in list.iter().enumerate() {
-        let key = format!("{key}[{i}]");
-        let Some(node) = node(walk, &key, value, proxy) else {
-            continue;
-        };
-        if nodes.iter().any(|n| n.address == node.address) {
-            let message = format!(
-                "`{}` is listed twice; give each node once (use weight for a larger share)",
-                node.address
-            );
-            walk.error(&key, &value.span(), message);
-            continue;
-        }
-        nodes.push(node);
-    }
-    Some(nodes)
-}
-
-/// One node entry, `"host:port"` or
-/// `{ address = "host:port", weight = N, max_connections = N, backup = true }`.
-fn node(walk: &mut Walk<'_>, key: &str, value: &Value, proxy: ProxyProtocol) -> Option<NodeConfig> {
-    let parse = |walk: &mut Walk<'_>, text: &str, span: &Span, key: &str| {
-        text.parse::<NodeAddr>()
-            .map_err(|message| walk.error(key, span, message))
-            .ok()
-    };
-    if let Some(text) = value.as_str() {
-        let address = parse(walk, text, &value.span(), key)?;
-        return Some(NodeConfig {
-            address,
-            weight: 1,
-            max_connections: None,
-            backup: false,
-            proxy_protocol: proxy,
-        });
-    }
-    let Some(table) = value.as_inline_table() else {
-        let expected = "a node: \"host:port\" or { address = \"host:port\", weight = N }";
-        walk.wrong_type(key, &value.span(), expected, &Item::Value(value.clone()));
-        return None;
-    };
-    let section = Section {
-        name: key.to_owned(),
-        table,
-    };
-    walk.unknown_keys(&section, &NODE_KEYS, "a node table");
-    let weight = walk.count(&section, "weight", 1, u32::MAX);
-    let max_connections = walk.count(&section, "max_connections", 1, u32::MAX);
-    let backup = walk.flag(&section, "backup");
-    let node_proxy = proxy_protocol(walk, &section, "proxy_protocol");
-    let Some((text, span)) = walk.string(&section, "address", "an address such as \"node1:8080\"")
-    else {
-        if table.get("address").is_none() {
-            let message = "has no `address`; write { address = \"host:port\" }".to_owned();
-            walk.error(key, &value.span(), message);
-        }
-        return None;
-    };
-    let address = parse(walk, text, &span, &section.key("address"))?;
-    Some(NodeConfig {
-        address,
-        weight: weight.unwrap_or(1),
-        max_connections,
-        backup: backup.unwrap_or(false),
-        proxy_protocol: node_proxy.unwrap_or(proxy),
-    })
 }
 
 /// The `[health]` of `section`, each key not set there taken from `base`.

@@ -99,6 +99,10 @@ impl ServiceConfig {
                 super::ProxyProtocol::V1 => out.push_str(" proxy_protocol v1"),
                 super::ProxyProtocol::V2 => out.push_str(" proxy_protocol v2"),
             }
+            if !node.source.is_empty() {
+                let list: Vec<String> = node.source.iter().map(ToString::to_string).collect();
+                let _ = write!(out, " source {}", list.join(","));
+            }
             out.push('\n');
         }
         let h = &self.health;
