@@ -29,4 +29,9 @@ fi
 # The Debian packages start system services; this benchmark runs its own processes only.
 
 cargo build --release --locked --bin tierlb
+# --sustained: the 60 s new-connection test through network namespaces (benches/sustained.py).
+if [ "${1:-}" = "--sustained" ]; then
+  shift
+  exec timeout 3600 python3 benches/sustained.py "$@"
+fi
 exec timeout 3600 python3 benches/compare.py "$@"

@@ -121,7 +121,9 @@ impl Direction {
                 State::Done => return Poll::Ready(Ok(())),
                 State::Idle => {
                     ready!(src.poll_read_ready(cx)).map_err(read_fault)?;
-                    let finished = peer_finished(src, cx);
+                    // Only a direction's first read looks: that is where a short connection's
+                    // answer and FIN arrive together, and a long one pays it once.
+                    let finished = self.moved == 0 && !self.bulk && peer_finished(src, cx);
                     let read = if self.bulk {
                         self.fill_pipe(src)
                     } else {
@@ -136,7 +138,7 @@ impl Direction {
                             *last_activity = Instant::now();
                             // The FIN was in before this read, so after every byte before it;
                             // a short read emptied the queue: nothing is left but the EOF.
-                            self.eof_pending = finished && !self.bulk && n < BUFFER_SIZE;
+                            self.eof_pending = finished && n < BUFFER_SIZE;
                         }
                         // Readiness was cleared: the next poll_read_ready registers the waker.
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -230,7 +232,7 @@ impl Direction {
 
 /// Whether `src`, just found readable, has also received its peer's FIN (EPOLLRDHUP), read from
 /// the readiness tokio holds: no system call. The readiness is set, so the probe is ready at
-/// once and registers nothing.
+/// once (dropping it takes the socket's waiter lock once).
 fn peer_finished(src: &TcpStream, cx: &mut Context<'_>) -> bool {
     let mut probe = std::pin::pin!(src.ready(Interest::READABLE));
     matches!(probe.as_mut().poll(cx), Poll::Ready(Ok(r)) if r.is_read_closed())
