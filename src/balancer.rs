@@ -224,10 +224,24 @@ impl Rank {
 /// The first [`tier`] of down nodes.
 const DOWN: u8 = 4;
 
-/// Whether a full node is one worth waiting for rather than trying a down node: up or suspect,
-/// and only at its limit (a drained node frees no slot).
-fn worth_waiting_for<N: Load>(node: &N) -> bool {
-    !node.is_drained() && tier(node) < DOWN
+/// Whether the node at `i` may be picked for this client: not tried, not full. A full node
+/// worth waiting for (up or suspect, only at its limit: a drained node frees no slot) sets
+/// `wait`, and then no down node is picked (see [`pickable`]).
+fn eligible<N: Load>(node: &N, i: usize, tried: &[usize], wait: &mut bool) -> bool {
+    if tried.contains(&i) {
+        return false;
+    }
+    if node.is_full() {
+        *wait = *wait || (!node.is_drained() && tier(node) < DOWN);
+        return false;
+    }
+    true
+}
+
+/// Whether the best eligible node, of `tier`, is taken: not a down node while an up one
+/// only waits for a free slot.
+fn pickable(tier: u8, wait: bool) -> bool {
+    !(wait && tier >= DOWN)
 }
 
 /// Which nodes go first, lower first: up primaries (0), suspect primaries (1), up backups
@@ -286,11 +300,7 @@ fn best<N: Load>(nodes: &[N], tried: &[usize], rank: impl Fn(&N) -> Rank) -> Opt
     let mut best: Option<(usize, Rank)> = None;
     let mut wait = false;
     for (i, node) in nodes.iter().enumerate() {
-        if tried.contains(&i) {
-            continue;
-        }
-        if node.is_full() {
-            wait = wait || worth_waiting_for(node);
+        if !eligible(node, i, tried, &mut wait) {
             continue;
         }
         let rank = rank(node);
@@ -298,8 +308,7 @@ fn best<N: Load>(nodes: &[N], tried: &[usize], rank: impl Fn(&N) -> Rank) -> Opt
             best = Some((i, rank));
         }
     }
-    best.filter(|(_, r)| !(wait && r.tier >= DOWN))
-        .map(|(i, _)| i)
+    best.filter(|(_, r)| pickable(r.tier, wait)).map(|(i, _)| i)
 }
 
 mod rendezvous;

@@ -8,7 +8,7 @@
 //! cluster sends one client to the same node. Tiers (see `tier`) come first: a client's best
 //! up node wins over its best suspect or backup node.
 
-use super::{splitmix64, tier, worth_waiting_for, Load, DOWN};
+use super::{eligible, pickable, splitmix64, tier, Load};
 
 /// The index of the best node for the client hashed `client`, skipping `tried` and full
 /// nodes; none when that would be a down node while an untried up node is only full.
@@ -16,11 +16,7 @@ pub fn pick<N: Load>(nodes: &[N], client: u64, tried: &[usize]) -> Option<usize>
     let mut best: Option<(usize, u8, f64)> = None;
     let mut wait = false;
     for (i, node) in nodes.iter().enumerate() {
-        if tried.contains(&i) {
-            continue;
-        }
-        if node.is_full() {
-            wait = wait || worth_waiting_for(node);
+        if !eligible(node, i, tried, &mut wait) {
             continue;
         }
         let (t, s) = (tier(node), score(client, node.identity(), node.weight()));
@@ -28,7 +24,7 @@ pub fn pick<N: Load>(nodes: &[N], client: u64, tried: &[usize]) -> Option<usize>
             best = Some((i, t, s));
         }
     }
-    best.filter(|(_, t, _)| !(wait && *t >= DOWN))
+    best.filter(|(_, t, _)| pickable(*t, wait))
         .map(|(i, _, _)| i)
 }
 
