@@ -7,8 +7,8 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{hold, http, metric, Backend, ConfigFile, Tierlb, WAIT};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use common::{assert_closed_without_a_byte, hold, http, metric, Backend, ConfigFile, Tierlb, WAIT};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 
 /// One of `lb`'s metric samples for the `default` service.
@@ -80,9 +80,7 @@ async fn queued_clients_connect_in_arrival_order_and_time_out_when_no_slot_frees
 
     // No slot frees for the other two: closed at the queue timeout, and counted.
     for client in &mut queued[3..] {
-        let mut rest = Vec::new();
-        let read = tokio::time::timeout(WAIT, client.read_to_end(&mut rest)).await;
-        assert!(matches!(read, Ok(Ok(0))), "closed without a byte: {read:?}");
+        assert_closed_without_a_byte(client).await;
     }
     queue_reaches(admin, lb.addr, 0.0).await;
     assert_eq!(
@@ -115,9 +113,7 @@ async fn with_the_queue_off_a_client_finding_every_node_full_is_closed_at_once()
     let admin = lb.logged_addr("admin listening");
     let _held = hold(lb.addr, 1).await;
     let mut client = TcpStream::connect(lb.addr).await.expect("accepted");
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(WAIT, client.read_to_end(&mut rest)).await;
-    assert!(matches!(read, Ok(Ok(0))), "closed without a byte: {read:?}");
+    assert_closed_without_a_byte(&mut client).await;
     assert_eq!(
         sample(admin, lb.addr, "tierlb_listener_failed_total").await,
         1.0

@@ -105,9 +105,7 @@ async fn a_source_address_this_host_lacks_is_a_local_failure_not_the_nodes() {
     let mut client = tokio::net::TcpStream::connect(lb.addr)
         .await
         .expect("accepted");
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(common::WAIT, client.read_to_end(&mut rest)).await;
-    assert!(matches!(read, Ok(Ok(0))), "closed: {read:?}");
+    common::assert_closed_without_a_byte(&mut client).await;
     lb.wait_log("not this host's", 1)
         .expect("the log names the source address as the cause");
     let (_, body) = common::http(admin, "GET", "/status", &[]).await;

@@ -24,24 +24,18 @@ impl Sources {
         }
     }
 
-    /// The addresses in force.
-    pub fn list(&self) -> Arc<Vec<IpAddr>> {
-        self.list.load_full()
-    }
-
     /// The next source address of `target`'s family, in turn; `None` when there is none (the
     /// kernel then picks the address, as without `source`).
     pub fn pick(&self, target: SocketAddr) -> Option<IpAddr> {
         let list = self.list.load();
-        if list.is_empty() {
+        let same = || list.iter().filter(|ip| ip.is_ipv4() == target.is_ipv4());
+        // Counted, not collected: a connect allocates nothing for its source.
+        let count = same().count();
+        if count == 0 {
             return None;
         }
-        let same: Vec<&IpAddr> = list
-            .iter()
-            .filter(|ip| ip.is_ipv4() == target.is_ipv4())
-            .collect();
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        same.get(turn % same.len().max(1)).map(|ip| **ip)
+        same().nth(turn % count).copied()
     }
 }
 

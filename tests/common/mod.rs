@@ -332,6 +332,14 @@ pub struct Stopped {
     _hold: socket2::Socket,
 }
 
+/// Asserts that tierlb closes `client` with a clean end of stream and not a byte, within
+/// [`WAIT`].
+pub async fn assert_closed_without_a_byte(client: &mut TcpStream) {
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, client.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "closed without a byte: {read:?}");
+}
+
 /// Connects to `addr` and reads the backend's greeting line.
 pub async fn connect_named(addr: SocketAddr) -> std::io::Result<(TcpStream, String)> {
     let attempt = async {
