@@ -10,8 +10,10 @@ clients left unanswered, and TIME_WAIT sockets on each side at the end.
 
     bash benches/compare.sh --sustained [--seconds 60] [--workers 64] [--only tierlb,haproxy]
 
-Run as root (namespaces). The proxies: tierlb (the release build), tierlb with four `source`
-addresses (127.0.0.1-4: four port ranges towards the node), HAProxy 2.6 (mode tcp).
+Run as root (namespaces). The proxies: tierlb (the release build), tierlb with
+`node_close = "reset-at-rest"` (no TIME_WAIT towards the node once an answer is in), tierlb
+with four `source` addresses (127.0.0.1-4: four port ranges towards the node), HAProxy 2.6
+(mode tcp).
 """
 
 import argparse
@@ -85,10 +87,13 @@ def wait_port(pair, ns, ip, port, limit=10.0):
 def proxy_argv(kind, work, tierlb):
     listen, node = f"{PROXY_IP}:{PORT}", f"127.0.0.1:{NODE_PORT}"
     if kind.startswith("tierlb"):
-        source = 'source = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]\n' if kind == "tierlb+source" else ""
+        extra = {
+            "tierlb+source": 'source = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]\n',
+            "tierlb+reset": 'node_close = "reset-at-rest"\n',
+        }.get(kind, "")
         path = os.path.join(work, f"{kind}.toml")
         with open(path, "w") as f:
-            f.write(f'listen = "{listen}"\nthreads = 1\n{source}nodes = ["{node}"]\n')
+            f.write(f'listen = "{listen}"\nthreads = 1\n{extra}nodes = ["{node}"]\n')
         return ["taskset", "-c", "0", tierlb, "-c", path]
     path = os.path.join(work, "haproxy.cfg")
     with open(path, "w") as f:
@@ -130,7 +135,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--workers", type=int, default=64)
-    ap.add_argument("--only", default="tierlb,tierlb+source,haproxy")
+    ap.add_argument("--only", default="tierlb,tierlb+reset,tierlb+source,haproxy")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("the sustained test makes network namespaces: run it as root")

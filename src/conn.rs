@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use crate::balancer::{client_hash, Key, Strategy};
-use crate::config::show_duration;
+use crate::config::{show_duration, NodeClose};
 use crate::connect::{AttemptError, Attempts, Client, Connected};
 use crate::metrics::ActiveClient;
 use crate::node::{FailureKind, Node, NodeSet, Observation, Source};
@@ -88,14 +88,15 @@ pub async fn handle<P: Send>(
         };
         // A node that drops a client within the connect timeout, before a byte moved either
         // way, has refused it as surely as a failed connect: the client is retried.
-        let timeouts = splice::Timeouts {
+        let rules = splice::Rules {
             idle: settings.timeouts.idle,
             retry_window: settings.timeouts.connect,
             fin: settings.timeouts.fin,
             response: settings.timeouts.response,
+            reset_at_rest: settings.node_close == NodeClose::ResetAtRest,
         };
-        let on_silence = timeouts.response.map(|_| silence(&upstream, slot.node()));
-        let outcome = splice::splice(client, stream, timeouts, on_silence).await;
+        let on_silence = rules.response.map(|_| silence(&upstream, slot.node()));
+        let outcome = splice::splice(client, stream, rules, on_silence).await;
         // The slot goes back before the close is counted and logged, so whoever sees the log
         // line (or the counters) sees the node's active count already lowered.
         let node = Arc::clone(slot.node());
@@ -292,6 +293,7 @@ impl std::fmt::Display for EndText<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
             End::Done => f.write_str("done"),
+            End::AtRest => f.write_str("done (node side reset at rest)"),
             End::Idle => f.write_str("idle timeout"),
             End::HalfClosed => f.write_str("half-closed too long (fin timeout)"),
             End::Error(e, Side::Client) => write!(f, "client: {e}"),

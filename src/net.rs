@@ -1,4 +1,5 @@
-//! Socket options, in one place: listener backlog and address reuse, TCP_NODELAY, resets.
+//! Socket options, in one place: listener backlog and address reuse, TCP_NODELAY, resets (on
+//! close, and once a node has acknowledged everything).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -91,6 +92,45 @@ pub fn reset_on_close(stream: &TcpStream) {
     if let Err(e) = SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
         tracing::debug!(error = %e, "cannot set SO_LINGER to pass a reset on");
     }
+}
+
+/// Makes the close of `stream` (towards a node) end with a reset instead of TIME_WAIT, sent
+/// by the kernel only once the node has acknowledged every byte and the FIN that the close
+/// sends (TCP_LINGER2 below zero: a closed socket that reaches FIN_WAIT2 is aborted). Nothing
+/// the node was sent can be lost; what it would still send is refused, as after any close.
+/// Elsewhere than Linux it fails with `Unsupported`, and the caller passes the FIN on instead.
+pub fn reset_once_acknowledged(stream: &TcpStream) -> io::Result<()> {
+    linger2_off(stream)
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn linger2_off(stream: &TcpStream) -> io::Result<()> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let value: libc::c_int = -1;
+    let fd = stream.as_fd();
+    // SAFETY: `fd` is borrowed from a live socket for the duration of the call; the option
+    // value points to a c_int on the stack and the length passed is that of a c_int, which is
+    // what the kernel reads for TCP_LINGER2.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_LINGER2,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn linger2_off(_stream: &TcpStream) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
 }
 
 /// Whether an error means this process (not a peer) is out of a resource: descriptors,

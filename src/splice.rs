@@ -17,7 +17,10 @@
 //!
 //! EOF on one side becomes a write shutdown (half-close) on the other, so a client that closes
 //! its sending side still gets its answer, for up to `fin`: a side that does not finish
-//! within `fin` of the other's FIN is reset, with the other. An error on either side (a reset,
+//! within `fin` of the other's FIN is reset, with the other. With `reset_at_rest`, a client's
+//! FIN that finds the conversation at rest (the node answered the client's last bytes and
+//! nothing from it waits) ends the connection instead: the node side is closed to end with a
+//! reset once the node has acknowledged everything, so tierlb keeps no TIME_WAIT towards it. An error on either side (a reset,
 //! usually) resets the other side too (SO_LINGER 0). A connection with no bytes either way
 //! for `idle` is closed. Bytes are never reordered or lost: each direction reads again only once the
 //! previous bytes are all written.
@@ -101,6 +104,9 @@ pub enum End {
     /// The node closed or reset at once, before a byte moved either way: the client is given
     /// back untouched, to be tried on another node.
     Dropped(TcpStream),
+    /// The client finished sending with the conversation at rest, and `reset_at_rest` was
+    /// set: the node side was closed to end with a reset once the node acknowledged all.
+    AtRest,
 }
 
 /// Copies bytes both ways between `client` and `node` until both directions are done, the
@@ -110,7 +116,7 @@ pub enum End {
 pub fn splice(
     client: TcpStream,
     node: TcpStream,
-    timeouts: Timeouts,
+    rules: Rules,
     on_silence: Option<Box<dyn FnMut(Duration) + Send>>,
 ) -> Splice {
     let now = Instant::now();
@@ -119,20 +125,21 @@ pub fn splice(
         node,
         up: Direction::default(),
         down: Direction::default(),
-        timeouts,
+        rules,
         last_activity: now,
         half_closed: None,
         asked: 0,
         answered: 0,
         waiting: None,
+        node_spoke_last: false,
         on_silence,
-        timer: tokio::time::sleep_until(now + timeouts.idle),
+        timer: tokio::time::sleep_until(now + rules.idle),
     }
 }
 
-/// The timeouts a splice keeps.
+/// What a splice keeps to: its timeouts, and how the node side closes.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub struct Rules {
     /// No bytes either way for this long ends the connection.
     pub idle: Duration,
     /// How soon after the start a node's close still counts as refusing the client.
@@ -141,6 +148,9 @@ pub struct Timeouts {
     pub fin: Duration,
     /// Client bytes unanswered by the node for this long make the node silent (`None`: off).
     pub response: Option<Duration>,
+    /// A client's FIN with the conversation at rest closes the node side with a reset once
+    /// the node has acknowledged everything ([`End::AtRest`]), instead of passing the FIN on.
+    pub reset_at_rest: bool,
 }
 
 pin_project_lite::pin_project! {
@@ -153,7 +163,7 @@ pin_project_lite::pin_project! {
         up: Direction,
         // node -> client
         down: Direction,
-        timeouts: Timeouts,
+        rules: Rules,
         // When a byte last moved either way.
         last_activity: Instant,
         // When the first side finished sending, while the other has not.
@@ -163,6 +173,8 @@ pin_project_lite::pin_project! {
         answered: u64,
         // Since when client bytes wait for the node's first byte after them.
         waiting: Option<Instant>,
+        // Whether the last bytes read came from the node (it answered what the client sent).
+        node_spoke_last: bool,
         // Told once per wait that outlasts `response` (the connection itself goes on).
         on_silence: Option<Box<dyn FnMut(Duration) + Send>>,
         // Fires at `last_activity + idle` at the earliest; re-armed lazily when it fires.
@@ -203,14 +215,21 @@ impl Future for Splice {
             return Poll::Pending;
         };
         let down_done = this.down.is_done();
-        let up = this
-            .up
-            .poll(client, this.node, this.last_activity, down_done, false, cx);
+        let moved_before = (this.up.moved, this.down.moved);
+        let hold_fin = this.rules.reset_at_rest;
+        let up = this.up.poll(
+            client,
+            this.node,
+            this.last_activity,
+            down_done,
+            hold_fin,
+            cx,
+        );
         let client_done = this.up.is_done();
         // Nothing moved yet, the client still sending, and still early: a node that ends now
         // has refused the client, and its EOF is held back rather than passed on.
         let untouched = this.up.moved == 0 && this.down.moved == 0 && !client_done;
-        let hold = untouched && this.last_activity.elapsed() < this.timeouts.retry_window;
+        let hold = untouched && this.last_activity.elapsed() < this.rules.retry_window;
         let down = this
             .down
             .poll(this.node, client, this.last_activity, client_done, hold, cx);
@@ -235,13 +254,41 @@ impl Future for Splice {
                 unanswered,
             });
         }
-        let end = match (up, down) {
+        let node_quiet = down.is_pending();
+        let mut end = match (up, down) {
             (Poll::Ready(Err(e)), _) => Some(e.end(Side::Client, client, this.node)),
             (_, Poll::Ready(Err(e))) => Some(e.end(Side::Node, client, this.node)),
             (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Some(End::Done),
             _ => None,
         };
-        if let Some(limit) = this.timeouts.response {
+        if end.is_none() && this.up.eof_held() {
+            // The client's FIN, just read. At rest: the node answered the client's last bytes
+            // (before this FIN), nothing came from it since, and nothing waits to be read or
+            // forwarded. Then the node side closes with a reset, which the kernel sends only
+            // once the node has acknowledged every byte and the FIN. Else the FIN goes on.
+            let at_rest = *this.node_spoke_last
+                && (this.up.moved, this.down.moved) == moved_before
+                && node_quiet
+                && this.down.is_idle();
+            if at_rest && net::reset_once_acknowledged(this.node).is_ok() {
+                end = Some(End::AtRest);
+            } else if let Err(e) = this.up.pass_held_eof(this.node) {
+                end = Some(e.end(Side::Client, client, this.node));
+            }
+        }
+        if end.is_none() && this.down.eof_held() {
+            if let Err(e) = this.down.pass_held_eof(client) {
+                end = Some(e.end(Side::Node, client, this.node));
+            }
+        }
+        // Each poll reads the client before the node: bytes from both in one poll leave the
+        // node's last.
+        if this.down.moved > moved_before.1 {
+            *this.node_spoke_last = true;
+        } else if this.up.moved > moved_before.0 {
+            *this.node_spoke_last = false;
+        }
+        if let Some(limit) = this.rules.response {
             if this.down.moved > *this.answered {
                 // The node answered: no wait is running.
                 *this.answered = this.down.moved;
@@ -249,7 +296,7 @@ impl Future for Splice {
             } else if this.up.moved > *this.asked && this.waiting.is_none() {
                 let now = Instant::now();
                 *this.waiting = Some(now);
-                let idle_at = *this.last_activity + this.timeouts.idle;
+                let idle_at = *this.last_activity + this.rules.idle;
                 this.timer.as_mut().reset(idle_at.min(now + limit));
             }
             *this.asked = this.up.moved;
@@ -258,7 +305,7 @@ impl Future for Splice {
             // One side is done: the other now has `fin` to finish.
             let now = Instant::now();
             *this.half_closed = Some(now);
-            let deadline = (*this.last_activity + this.timeouts.idle).min(now + this.timeouts.fin);
+            let deadline = (*this.last_activity + this.rules.idle).min(now + this.rules.fin);
             this.timer.as_mut().reset(deadline);
         }
         let end = match end {
@@ -271,10 +318,10 @@ impl Future for Splice {
                     }
                     return Poll::Pending;
                 }
-                let idle_at = *this.last_activity + this.timeouts.idle;
-                let fin_at = this.half_closed.map(|t| t + this.timeouts.fin);
+                let idle_at = *this.last_activity + this.rules.idle;
+                let fin_at = this.half_closed.map(|t| t + this.rules.fin);
                 let now = Instant::now();
-                if let (Some(since), Some(limit)) = (*this.waiting, this.timeouts.response) {
+                if let (Some(since), Some(limit)) = (*this.waiting, this.rules.response) {
                     if now >= since + limit {
                         *this.waiting = None;
                         if let Some(tell) = this.on_silence.as_mut() {
@@ -284,7 +331,7 @@ impl Future for Splice {
                 }
                 let silent_at = this
                     .waiting
-                    .zip(this.timeouts.response)
+                    .zip(this.rules.response)
                     .map(|(since, limit)| since + limit);
                 if fin_at.is_some_and(|at| now >= at) {
                     net::reset_on_close(client);

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::balancer::{self, Key, Strategy};
-use crate::config::{Balance, Cidr, HealthConfig, ServiceConfig, Timeouts};
+use crate::config::{Balance, Cidr, HealthConfig, NodeClose, ServiceConfig, Timeouts};
 use crate::node::NodeSet;
 
 /// The settings of one service that connections and probes read.
@@ -26,6 +26,8 @@ pub struct Settings {
     pub accept_proxy_from: Vec<Cidr>,
     /// Whether any node is sent a PROXY header (then a client's local address is needed).
     pub sends_proxy: bool,
+    /// How the node side closes after the client's FIN.
+    pub node_close: NodeClose,
 }
 
 impl Settings {
@@ -38,6 +40,7 @@ impl Settings {
             dns_ttl: config.dns_ttl,
             access_log: config.access_log,
             accept_proxy_from: config.accept_proxy_from.clone(),
+            node_close: config.node_close,
             sends_proxy: config
                 .nodes
                 .iter()
