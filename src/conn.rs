@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use crate::balancer::{client_hash, Key, Strategy};
-use crate::config::{show_duration, NodeClose};
+use crate::config::show_duration;
 use crate::connect::{AttemptError, Attempts, Client, Connected};
 use crate::metrics::ActiveClient;
 use crate::node::{FailureKind, Node, NodeSet, Observation, Source};
@@ -38,12 +38,11 @@ pub async fn handle<P: Send>(
     let Some(who) = greet(&mut client, peer, &service, settings).await else {
         return;
     };
-    let peer = who.addr;
     let key = Key {
         seed: service.next_pick.fetch_add(1, Ordering::Relaxed),
         // Only source affinity orders nodes by the client's address.
         client: match upstream.strategy {
-            Strategy::Source => client_hash(peer.ip()),
+            Strategy::Source => client_hash(who.addr.ip()),
             _ => 0,
         },
     };
@@ -74,7 +73,7 @@ pub async fn handle<P: Send>(
                 if let Some(opened) = opened {
                     let entry = Access {
                         service: &service.name,
-                        client: peer,
+                        client: who.addr,
                         node: None,
                         moved: (0, 0),
                         took: None,
@@ -83,18 +82,10 @@ pub async fn handle<P: Send>(
                     };
                     entry.log(&format_args!("no node: {error}"));
                 }
-                return failed(&service, peer, &error);
+                return failed(&service, who.addr, &error);
             }
         };
-        // A node that drops a client within the connect timeout, before a byte moved either
-        // way, has refused it as surely as a failed connect: the client is retried.
-        let rules = splice::Rules {
-            idle: settings.timeouts.idle,
-            retry_window: settings.timeouts.connect,
-            fin: settings.timeouts.fin,
-            response: settings.timeouts.response,
-            reset_at_rest: settings.node_close == NodeClose::ResetAtRest,
-        };
+        let rules = &settings.rules;
         let on_silence = rules.response.map(|_| silence(&upstream, slot.node()));
         let outcome = splice::splice(client, stream, rules, on_silence).await;
         // The slot goes back before the close is counted and logged, so whoever sees the log
@@ -123,7 +114,7 @@ pub async fn handle<P: Send>(
                 if let Some(opened) = opened {
                     let entry = Access {
                         service: &service.name,
-                        client: peer,
+                        client: who.addr,
                         node: Some(&node),
                         moved,
                         took: Some(took),
@@ -132,7 +123,7 @@ pub async fn handle<P: Send>(
                     };
                     entry.log(&EndText(&end));
                 }
-                return closed(&service, peer, &node, moved, unanswered, &end);
+                return closed(&service, who.addr, &node, moved, unanswered, &end);
             }
         }
     }
@@ -161,7 +152,10 @@ async fn greet(
         return Some(who);
     }
     let limit = settings.timeouts.handshake;
-    let refused = match tokio::time::timeout(limit, proxy_protocol::read(client)).await {
+    // Boxed: only listed sources wait here, and inline this wait would be the largest state
+    // of every connection's task, for its whole life.
+    let read = Box::pin(tokio::time::timeout(limit, proxy_protocol::read(client)));
+    let refused = match read.await {
         Ok(Ok(header)) => {
             who.addr = header.source.unwrap_or(peer);
             who.local = header.destination.unwrap_or(local);
@@ -180,7 +174,7 @@ async fn greet(
 /// What a silent node's connection tells its health when the client's bytes go unanswered
 /// for `[timeouts] response`: the node failed to answer (as a dropped client does, so only
 /// an answer clears it and it returns on probation). The connection itself goes on.
-fn silence(upstream: &Arc<Upstream>, node: &Arc<Node>) -> Box<dyn FnMut(Duration) + Send> {
+fn silence(upstream: &Arc<Upstream>, node: &Arc<Node>) -> splice::OnSilence {
     let (upstream, node) = (Arc::clone(upstream), Arc::clone(node));
     Box::new(move |limit| {
         node.stats.failed(FailureKind::Unanswered);

@@ -42,8 +42,11 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 mod direction;
+mod response;
 
 use direction::Direction;
+pub use response::OnSilence;
+use response::Watch;
 
 use crate::net;
 
@@ -113,13 +116,20 @@ pub enum End {
 /// connection is idle for `idle`, or an error ends it. Both streams are closed when the
 /// returned future completes (or is dropped), except a client given back in [`End::Dropped`]
 /// when the node drops it within `retry_window` with nothing exchanged.
+///
+/// `rules` are borrowed, not copied, so that a connection carries a pointer to its service's
+/// rules rather than its own copy; `on_silence` is told of each `response` timeout.
 pub fn splice(
     client: TcpStream,
     node: TcpStream,
-    rules: Rules,
-    on_silence: Option<Box<dyn FnMut(Duration) + Send>>,
-) -> Splice {
+    rules: &Rules,
+    on_silence: Option<OnSilence>,
+) -> Splice<'_> {
     let now = Instant::now();
+    let response = rules
+        .response
+        .zip(on_silence)
+        .map(|(limit, tell)| Box::new(Watch::new(limit, tell)));
     Splice {
         client: Some(client),
         node,
@@ -128,17 +138,14 @@ pub fn splice(
         rules,
         last_activity: now,
         half_closed: None,
-        asked: 0,
-        answered: 0,
-        waiting: None,
         node_spoke_last: false,
-        on_silence,
+        response,
         timer: tokio::time::sleep_until(now + rules.idle),
     }
 }
 
 /// What a splice keeps to: its timeouts, and how the node side closes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
     /// No bytes either way for this long ends the connection.
     pub idle: Duration,
@@ -155,7 +162,7 @@ pub struct Rules {
 
 pin_project_lite::pin_project! {
     /// The future returned by [`splice`].
-    pub struct Splice {
+    pub struct Splice<'a> {
         // Taken only to hand the client back (`End::Dropped`).
         client: Option<TcpStream>,
         node: TcpStream,
@@ -163,26 +170,21 @@ pin_project_lite::pin_project! {
         up: Direction,
         // node -> client
         down: Direction,
-        rules: Rules,
+        rules: &'a Rules,
         // When a byte last moved either way.
         last_activity: Instant,
         // When the first side finished sending, while the other has not.
         half_closed: Option<Instant>,
-        // Client bytes and node bytes counted when last looked at, for `response`.
-        asked: u64,
-        answered: u64,
-        // Since when client bytes wait for the node's first byte after them.
-        waiting: Option<Instant>,
         // Whether the last bytes read came from the node (it answered what the client sent).
         node_spoke_last: bool,
-        // Told once per wait that outlasts `response` (the connection itself goes on).
-        on_silence: Option<Box<dyn FnMut(Duration) + Send>>,
+        // The `response` watch, when the service sets that timeout.
+        response: Option<Box<Watch>>,
         // Fires at `last_activity + idle` at the earliest; re-armed lazily when it fires.
         #[pin]
         timer: Sleep,
     }
 
-    impl PinnedDrop for Splice {
+    impl<'a> PinnedDrop for Splice<'a> {
         fn drop(this: Pin<&mut Self>) {
             // Cut by the drain deadline: both sides see a reset, not a clean end of stream.
             if CUT.load(Ordering::Relaxed) {
@@ -205,7 +207,7 @@ pub fn cut_open_connections() {
     CUT.store(true, Ordering::Relaxed);
 }
 
-impl Future for Splice {
+impl Future for Splice<'_> {
     type Output = Outcome;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
@@ -288,18 +290,11 @@ impl Future for Splice {
         } else if this.up.moved > moved_before.0 {
             *this.node_spoke_last = false;
         }
-        if let Some(limit) = this.rules.response {
-            if this.down.moved > *this.answered {
-                // The node answered: no wait is running.
-                *this.answered = this.down.moved;
-                *this.waiting = None;
-            } else if this.up.moved > *this.asked && this.waiting.is_none() {
-                let now = Instant::now();
-                *this.waiting = Some(now);
+        if let Some(watch) = this.response.as_mut() {
+            if let Some(silent_at) = watch.observe(this.up.moved, this.down.moved) {
                 let idle_at = *this.last_activity + this.rules.idle;
-                this.timer.as_mut().reset(idle_at.min(now + limit));
+                this.timer.as_mut().reset(idle_at.min(silent_at));
             }
-            *this.asked = this.up.moved;
         }
         if this.half_closed.is_none() && (this.up.is_done() || this.down.is_done()) {
             // One side is done: the other now has `fin` to finish.
@@ -321,18 +316,7 @@ impl Future for Splice {
                 let idle_at = *this.last_activity + this.rules.idle;
                 let fin_at = this.half_closed.map(|t| t + this.rules.fin);
                 let now = Instant::now();
-                if let (Some(since), Some(limit)) = (*this.waiting, this.rules.response) {
-                    if now >= since + limit {
-                        *this.waiting = None;
-                        if let Some(tell) = this.on_silence.as_mut() {
-                            tell(limit);
-                        }
-                    }
-                }
-                let silent_at = this
-                    .waiting
-                    .zip(this.rules.response)
-                    .map(|(since, limit)| since + limit);
+                let silent_at = this.response.as_mut().and_then(|w| w.check(now));
                 if fin_at.is_some_and(|at| now >= at) {
                     net::reset_on_close(client);
                     net::reset_on_close(this.node);
@@ -367,7 +351,7 @@ mod tests {
         let size = std::mem::size_of::<Splice>();
         eprintln!("Splice is {size} bytes");
         assert!(
-            size <= 512,
+            size <= 384,
             "the per-connection future grew to {size} bytes"
         );
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::balancer::{self, Key, Strategy};
 use crate::config::{Balance, Cidr, HealthConfig, NodeClose, ServiceConfig, Timeouts};
 use crate::node::NodeSet;
+use crate::splice;
 
 /// The settings of one service that connections and probes read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +27,9 @@ pub struct Settings {
     pub accept_proxy_from: Vec<Cidr>,
     /// Whether any node is sent a PROXY header (then a client's local address is needed).
     pub sends_proxy: bool,
-    /// How the node side closes after the client's FIN.
-    pub node_close: NodeClose,
+    /// What each connection's splice keeps to (its timeouts, how the node side closes),
+    /// borrowed by the splice for the connection's life.
+    pub rules: splice::Rules,
 }
 
 impl Settings {
@@ -40,7 +42,15 @@ impl Settings {
             dns_ttl: config.dns_ttl,
             access_log: config.access_log,
             accept_proxy_from: config.accept_proxy_from.clone(),
-            node_close: config.node_close,
+            rules: splice::Rules {
+                idle: config.timeouts.idle,
+                // A node that drops a client within the connect timeout, before a byte moved
+                // either way, has refused it as surely as a failed connect: it is retried.
+                retry_window: config.timeouts.connect,
+                fin: config.timeouts.fin,
+                response: config.timeouts.response,
+                reset_at_rest: config.node_close == NodeClose::ResetAtRest,
+            },
             sends_proxy: config
                 .nodes
                 .iter()
