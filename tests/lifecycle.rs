@@ -1,5 +1,5 @@
-//! Process life through the real binary: graceful drain on SIGTERM, and running out of file
-//! descriptors without exiting or spinning.
+//! Process life through the real binary: graceful drain on SIGTERM (also with its log pipe
+//! closed), and running out of file descriptors without exiting or spinning.
 
 mod common;
 
@@ -198,4 +198,44 @@ async fn a_connection_cut_by_the_drain_deadline_sees_a_reset() {
     );
     assert!(tierlb.wait_log("drain deadline reached", 1).is_some());
     assert!(tierlb.wait_exit(common::WAIT).is_some_and(|s| s.success()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_log_pipe_closed_tierlb_still_serves_and_exits_on_sigterm() {
+    use std::io::BufRead;
+    let node = Backend::start("node1").await;
+    let mut child = Command::new(common::bin())
+        .args(["-l", "127.0.0.1:0", "-p", &node.addr.to_string()])
+        .env("RUST_LOG", "tierlb=debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tierlb");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = lines
+        .by_ref()
+        .take(100)
+        .map_while(Result::ok)
+        .find(|l| l.contains("listening"))
+        .and_then(|l| common::addr_in(&l))
+        .expect("the listening line");
+    // Whoever read the log has gone: every line from now on fails to be written.
+    drop(lines);
+    for _ in 0..3 {
+        let (_, name) = connect_named(addr).await.expect("still serving");
+        assert_eq!(name, "node1");
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    let exited = common::wait_until(common::WAIT, || child.try_wait().ok().flatten());
+    let status = match exited {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            panic!("tierlb did not exit on SIGTERM with its log pipe closed");
+        }
+    };
+    assert!(status.success(), "{status:?}");
 }

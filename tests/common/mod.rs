@@ -170,7 +170,7 @@ impl Drop for Tierlb {
 }
 
 /// The `addr` field of a log line, text (`addr=IP:PORT`) or JSON (`"addr":"IP:PORT"`).
-fn addr_in(line: &str) -> Option<SocketAddr> {
+pub fn addr_in(line: &str) -> Option<SocketAddr> {
     let text = line
         .split_whitespace()
         .find_map(|word| word.strip_prefix("addr="));
