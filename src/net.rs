@@ -99,38 +99,36 @@ pub fn reset_on_close(stream: &TcpStream) {
 /// sends (TCP_LINGER2 below zero: a closed socket that reaches FIN_WAIT2 is aborted). Nothing
 /// the node was sent can be lost; what it would still send is refused, as after any close.
 /// Elsewhere than Linux it fails with `Unsupported`, and the caller passes the FIN on instead.
-pub fn reset_once_acknowledged(stream: &TcpStream) -> io::Result<()> {
-    linger2_off(stream)
-}
-
-#[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-fn linger2_off(stream: &TcpStream) -> io::Result<()> {
-    use std::os::fd::{AsFd, AsRawFd};
-    let value: libc::c_int = -1;
-    let fd = stream.as_fd();
-    // SAFETY: `fd` is borrowed from a live socket for the duration of the call; the option
-    // value points to a c_int on the stack and the length passed is that of a c_int, which is
-    // what the kernel reads for TCP_LINGER2.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_LINGER2,
-            std::ptr::from_ref(&value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+pub fn reset_once_acknowledged(stream: &TcpStream) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::{AsFd, AsRawFd};
+        let value: libc::c_int = -1;
+        let fd = stream.as_fd();
+        // SAFETY: `fd` is borrowed from a live socket for the duration of the call; the
+        // option value points to a c_int on the stack and the length passed is that of a
+        // c_int, which is what the kernel reads for TCP_LINGER2.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_LINGER2,
+                std::ptr::from_ref(&value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn linger2_off(_stream: &TcpStream) -> io::Result<()> {
-    Err(io::ErrorKind::Unsupported.into())
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = stream;
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// Whether an error means this process (not a peer) is out of a resource: descriptors,

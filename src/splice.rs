@@ -218,13 +218,13 @@ impl Future for Splice<'_> {
         };
         let down_done = this.down.is_done();
         let moved_before = (this.up.moved, this.down.moved);
-        let hold_fin = this.rules.reset_at_rest;
+        // With reset at rest, the client's EOF waits for the check below.
         let up = this.up.poll(
             client,
             this.node,
             this.last_activity,
             down_done,
-            hold_fin,
+            this.rules.reset_at_rest,
             cx,
         );
         let client_done = this.up.is_done();

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{connect_named, pattern, sha256, wait_until, ConfigFile, Tierlb, WAIT};
+use common::{connect_named, pattern, serve_each, sha256, wait_until, ConfigFile, Tierlb, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -26,29 +26,37 @@ fn config(node: SocketAddr, node_close: &str) -> ConfigFile {
 /// peer has (a FIN or a reset). Sends the peer port of each connection that asked something
 /// (not the probes') once it is closed.
 async fn keep_alive_node() -> (SocketAddr, mpsc::UnboundedReceiver<u16>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut stream, peer)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut request = [0u8; 3];
-                let mut asked = false;
-                while stream.read_exact(&mut request).await.is_ok() {
-                    asked = true;
-                    if stream.write_all(b"answer").await.is_err() {
-                        break;
-                    }
+    let addr = serve_each(move |mut stream, peer| {
+        let tx = tx.clone();
+        async move {
+            let mut request = [0u8; 3];
+            let mut asked = false;
+            while stream.read_exact(&mut request).await.is_ok() {
+                asked = true;
+                if stream.write_all(b"answer").await.is_err() {
+                    break;
                 }
-                drop(stream);
-                if asked {
-                    let _ = tx.send(peer.port());
-                }
-            });
+            }
+            drop(stream);
+            if asked {
+                let _ = tx.send(peer.port());
+            }
         }
-    });
+    })
+    .await;
     (addr, rx)
+}
+
+/// Sends the client's FIN and reads what comes back until the end, within [`WAIT`].
+async fn half_close_and_read(client: &mut TcpStream) -> Vec<u8> {
+    client.shutdown().await.expect("half-close");
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, client.read_to_end(&mut got))
+        .await
+        .expect("the answer in time")
+        .expect("read");
+    got
 }
 
 /// The TCP state (as /proc/net/tcp numbers them) of this host's IPv4 socket from each of
@@ -133,32 +141,24 @@ async fn a_client_closing_after_its_answer_leaves_no_time_wait_towards_the_node(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_on_their_way_either_way_at_the_clients_fin_arrive_whole() {
     // An answer that starts after the client's FIN: the FIN is passed on, the answer comes.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let slow = listener.local_addr().expect("addr");
     let answer = pattern(11, 1024 * 1024);
-    let sent = answer.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let sent = sent.clone();
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                if stream.read_to_end(&mut request).await.is_ok() && request == b"ask" {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    let _ = stream.write_all(&sent).await;
-                }
-            });
+    let sent = std::sync::Arc::new(answer.clone());
+    let slow = serve_each(move |mut stream, _| {
+        let sent = std::sync::Arc::clone(&sent);
+        async move {
+            let mut request = Vec::new();
+            if stream.read_to_end(&mut request).await.is_ok() && request == b"ask" {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = stream.write_all(&sent).await;
+            }
         }
-    });
+    })
+    .await;
     let file = config(slow, "reset-at-rest");
     let lb = Tierlb::with_config(&file);
     let mut client = TcpStream::connect(lb.addr).await.expect("connect");
     client.write_all(b"ask").await.expect("ask");
-    client.shutdown().await.expect("half-close");
-    let mut got = Vec::new();
-    tokio::time::timeout(WAIT, client.read_to_end(&mut got))
-        .await
-        .expect("the answer in time")
-        .expect("read");
+    let got = half_close_and_read(&mut client).await;
     assert_eq!(
         (got.len(), sha256(&got)),
         (answer.len(), sha256(&answer)),
@@ -168,32 +168,21 @@ async fn bytes_on_their_way_either_way_at_the_clients_fin_arrive_whole() {
     // The node spoke first (a greeting), then the client sent its bytes and its FIN: the
     // client spoke last, so the FIN goes on, and the node's answer to it (the bytes' hash)
     // comes back.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let hasher = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                if stream.write_all(b"hello\n").await.is_ok()
-                    && stream.read_to_end(&mut got).await.is_ok()
-                {
-                    let _ = stream.write_all(&sha256(&got)).await;
-                }
-            });
+    let hasher = serve_each(|mut stream, _| async move {
+        let mut got = Vec::new();
+        if stream.write_all(b"hello\n").await.is_ok() && stream.read_to_end(&mut got).await.is_ok()
+        {
+            let _ = stream.write_all(&sha256(&got)).await;
         }
-    });
+    })
+    .await;
     let file = config(hasher, "reset-at-rest");
     let lb = Tierlb::with_config(&file);
     let (mut client, greeting) = connect_named(lb.addr).await.expect("greeting");
     assert_eq!(greeting, "hello");
     let data = pattern(12, 100 * 1024);
     client.write_all(&data).await.expect("write");
-    client.shutdown().await.expect("half-close");
-    let mut back = Vec::new();
-    tokio::time::timeout(WAIT, client.read_to_end(&mut back))
-        .await
-        .expect("the answer in time")
-        .expect("read");
+    let back = half_close_and_read(&mut client).await;
     assert_eq!(back, sha256(&data), "the node had every byte, and answered");
 }
 

@@ -10,24 +10,18 @@ use common::{
     Stamped, Tierlb,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// A node that reads a whole request until EOF, then sends it back and closes.
 async fn start_answer_after_eof() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                if stream.read_to_end(&mut request).await.is_ok() && !request.is_empty() {
-                    let _ = stream.write_all(&request).await;
-                    let _ = stream.shutdown().await;
-                }
-            });
+    common::serve_each(|mut stream, _| async move {
+        let mut request = Vec::new();
+        if stream.read_to_end(&mut request).await.is_ok() && !request.is_empty() {
+            let _ = stream.write_all(&request).await;
+            let _ = stream.shutdown().await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

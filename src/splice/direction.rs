@@ -23,6 +23,22 @@ pub(super) struct Fault {
 }
 
 impl Fault {
+    /// A failed read from the direction's source.
+    fn read(error: io::Error) -> Fault {
+        Fault {
+            error,
+            on_source: true,
+        }
+    }
+
+    /// A failed write to the direction's destination.
+    fn write(error: io::Error) -> Fault {
+        Fault {
+            error,
+            on_source: false,
+        }
+    }
+
     /// The side of an error in the client -> node direction.
     pub(super) fn side_of_up(&self) -> Side {
         if self.on_source {
@@ -109,10 +125,7 @@ impl Direction {
     /// Passes a held EOF on to `dst` (a write shutdown).
     pub fn pass_held_eof(&mut self, dst: &TcpStream) -> Result<(), Fault> {
         self.eof_held = false;
-        half_close(dst).map_err(|error| Fault {
-            error,
-            on_source: false,
-        })
+        half_close(dst).map_err(Fault::write)
     }
 
     /// Moves what can be moved now from `src` to `dst`; ready once EOF has been passed on.
@@ -130,19 +143,11 @@ impl Direction {
         hold_eof: bool,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Fault>> {
-        let read_fault = |error| Fault {
-            error,
-            on_source: true,
-        };
-        let write_fault = |error| Fault {
-            error,
-            on_source: false,
-        };
         loop {
             match &mut self.state {
                 State::Done => return Poll::Ready(Ok(())),
                 State::Idle => {
-                    ready!(src.poll_read_ready(cx)).map_err(read_fault)?;
+                    ready!(src.poll_read_ready(cx)).map_err(Fault::read)?;
                     // Only a direction's first read looks: that is where a short connection's
                     // answer and FIN arrive together, and a long one pays it once.
                     let finished = self.moved == 0 && !self.bulk && peer_finished(src, cx);
@@ -154,7 +159,7 @@ impl Direction {
                     match read {
                         Ok(0) => self
                             .finish(dst, other_done, hold_eof)
-                            .map_err(write_fault)?,
+                            .map_err(Fault::write)?,
                         Ok(n) => {
                             self.moved += n as u64;
                             *last_activity = Instant::now();
@@ -164,7 +169,7 @@ impl Direction {
                         }
                         // Readiness was cleared: the next poll_read_ready registers the waker.
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Poll::Ready(Err(read_fault(e))),
+                        Err(e) => return Poll::Ready(Err(Fault::read(e))),
                     }
                 }
                 State::Writing { buf, start, end } => match write_some(dst, &buf[*start..*end]) {
@@ -175,14 +180,14 @@ impl Direction {
                             self.state = State::Idle;
                             if self.eof_pending {
                                 self.finish(dst, other_done, hold_eof)
-                                    .map_err(write_fault)?;
+                                    .map_err(Fault::write)?;
                             }
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        ready!(dst.poll_write_ready(cx)).map_err(write_fault)?;
+                        ready!(dst.poll_write_ready(cx)).map_err(Fault::write)?;
                     }
-                    Err(e) => return Poll::Ready(Err(write_fault(e))),
+                    Err(e) => return Poll::Ready(Err(Fault::write(e))),
                 },
                 #[cfg(target_os = "linux")]
                 State::Draining { pipe } => {
@@ -194,9 +199,9 @@ impl Direction {
                             }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            ready!(dst.poll_write_ready(cx)).map_err(write_fault)?;
+                            ready!(dst.poll_write_ready(cx)).map_err(Fault::write)?;
                         }
-                        Err(e) => return Poll::Ready(Err(write_fault(e))),
+                        Err(e) => return Poll::Ready(Err(Fault::write(e))),
                     }
                 }
             }

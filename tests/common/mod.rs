@@ -505,6 +505,23 @@ impl Stamped {
     }
 }
 
+/// A node on 127.0.0.1 (port 0) that runs `serve` on each connection it accepts (with the
+/// peer's address), each in a task of its own; returns its address.
+pub async fn serve_each<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            tokio::spawn(serve(stream, peer));
+        }
+    });
+    addr
+}
+
 /// A backend that, on each connection, sends `size` bytes of `Stamped::new(seed)` while it
 /// reads and hashes everything the client sends, concurrently; then reports both hashes.
 pub async fn start_hashing_backend(
