@@ -94,22 +94,6 @@ pub struct ServiceConfig {
     pub proxy_protocol: ProxyProtocol,
     /// Sources whose connections must start with a PROXY header (`accept_proxy_from`).
     pub accept_proxy_from: Vec<Cidr>,
-    /// How the node side closes after the client's FIN (`node_close`).
-    pub node_close: NodeClose,
-}
-
-/// How the node side of a connection closes once the client has sent its FIN (`node_close`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NodeClose {
-    /// The FIN is passed on and the node closes after it (the default): tierlb sent the first
-    /// FIN towards the node, so its port there waits out TIME_WAIT.
-    #[default]
-    Fin,
-    /// When the conversation is at rest (the node answered the client's last bytes and
-    /// nothing is left to read or forward), the node side is closed and reset once the node
-    /// has acknowledged every byte and the FIN: no TIME_WAIT on tierlb's port. Otherwise as
-    /// [`NodeClose::Fin`].
-    ResetAtRest,
 }
 
 /// The PROXY protocol header a node is sent before a client's bytes (`proxy_protocol`).

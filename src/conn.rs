@@ -287,7 +287,6 @@ impl std::fmt::Display for EndText<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
             End::Done => f.write_str("done"),
-            End::AtRest => f.write_str("done (node side reset at rest)"),
             End::Idle => f.write_str("idle timeout"),
             End::HalfClosed => f.write_str("half-closed too long (fin timeout)"),
             End::Error(e, Side::Client) => write!(f, "client: {e}"),

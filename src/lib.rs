@@ -72,8 +72,8 @@
 //! config, the server, the pick and the node set, socket set-up, limits and signals), and
 //! crate-internal otherwise.
 
-// One system call no safe crate wraps (TCP_LINGER2, in `net`) is the only `unsafe`; it is
-// allowed there alone, with its SAFETY comment.
+// One system call no safe crate wraps (the SIOCOUTQ ioctl, in `net`) is the only `unsafe`;
+// it is allowed there alone, with its SAFETY comment.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]

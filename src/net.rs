@@ -94,32 +94,23 @@ pub fn reset_on_close(stream: &TcpStream) {
     }
 }
 
-/// Makes the close of `stream` (towards a node) end with a reset instead of TIME_WAIT, sent
-/// by the kernel only once the node has acknowledged every byte and the FIN that the close
-/// sends (TCP_LINGER2 below zero: a closed socket that reaches FIN_WAIT2 is aborted). Nothing
-/// the node was sent can be lost; what it would still send is refused, as after any close.
-/// Elsewhere than Linux it fails with `Unsupported`, and the caller passes the FIN on instead.
+/// Bytes given to `stream` that its peer has not acknowledged yet (unsent or in flight: the
+/// SIOCOUTQ ioctl). A queue that shrinks tells that the peer keeps taking bytes, which is
+/// how the `response` watch tells a slow reader from a silent node; elsewhere than Linux it
+/// is always 0 (no such progress is seen).
 #[allow(unsafe_code)]
-pub fn reset_once_acknowledged(stream: &TcpStream) -> io::Result<()> {
+pub fn unacknowledged(stream: &TcpStream) -> io::Result<u64> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::{AsFd, AsRawFd};
-        let value: libc::c_int = -1;
+        let mut queued: libc::c_int = 0;
         let fd = stream.as_fd();
-        // SAFETY: `fd` is borrowed from a live socket for the duration of the call; the
-        // option value points to a c_int on the stack and the length passed is that of a
-        // c_int, which is what the kernel reads for TCP_LINGER2.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_LINGER2,
-                std::ptr::from_ref(&value).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        // SAFETY: `fd` is borrowed from a live TCP socket for the duration of the call, and
+        // SIOCOUTQ (TIOCOUTQ's number) writes one c_int through the pointer, which points to
+        // `queued` on the stack.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
         if rc == 0 {
-            Ok(())
+            Ok(u64::try_from(queued).unwrap_or(0))
         } else {
             Err(io::Error::last_os_error())
         }
@@ -127,7 +118,7 @@ pub fn reset_once_acknowledged(stream: &TcpStream) -> io::Result<()> {
     #[cfg(not(target_os = "linux"))]
     {
         let _ = stream;
-        Err(io::ErrorKind::Unsupported.into())
+        Ok(0)
     }
 }
 

@@ -17,13 +17,13 @@
 //!
 //! EOF on one side becomes a write shutdown (half-close) on the other, so a client that closes
 //! its sending side still gets its answer, for up to `fin`: a side that does not finish
-//! within `fin` of the other's FIN is reset, with the other. With `reset_at_rest`, a client's
-//! FIN that finds the conversation at rest (the node answered the client's last bytes and
-//! nothing from it waits) ends the connection instead: the node side is closed to end with a
-//! reset once the node has acknowledged everything, so tierlb keeps no TIME_WAIT towards it. An error on either side (a reset,
-//! usually) resets the other side too (SO_LINGER 0). A connection with no bytes either way
-//! for `idle` is closed. Bytes are never reordered or lost: each direction reads again only once the
-//! previous bytes are all written.
+//! within `fin` of the other's FIN is reset, with the other. The client's FIN is always passed
+//! on and never taken as the end of the conversation: only the node knows whether it has more
+//! to say, so the node side stays open for its answer until the node finishes (or `fin`, `idle`
+//! or an error ends it, each with a reset, never a clean end of stream on a short answer). An
+//! error on either side (a reset, usually) resets the other side too (SO_LINGER 0). A
+//! connection with no bytes either way for `idle` is closed. Bytes are never reordered or lost:
+//! each direction reads again only once the previous bytes are all written.
 //!
 //! The splice also tells when the node ended (closed or reset) before sending a byte while the
 //! client was still sending ([`Outcome::unanswered`]): the node failed that client. When that
@@ -107,9 +107,6 @@ pub enum End {
     /// The node closed or reset at once, before a byte moved either way: the client is given
     /// back untouched, to be tried on another node.
     Dropped(TcpStream),
-    /// The client finished sending with the conversation at rest, and `reset_at_rest` was
-    /// set: the node side was closed to end with a reset once the node acknowledged all.
-    AtRest,
 }
 
 /// Copies bytes both ways between `client` and `node` until both directions are done, the
@@ -138,13 +135,12 @@ pub fn splice(
         rules,
         last_activity: now,
         half_closed: None,
-        node_spoke_last: false,
         response,
         timer: tokio::time::sleep_until(now + rules.idle),
     }
 }
 
-/// What a splice keeps to: its timeouts, and how the node side closes.
+/// The timeouts a splice keeps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
     /// No bytes either way for this long ends the connection.
@@ -155,9 +151,6 @@ pub struct Rules {
     pub fin: Duration,
     /// Client bytes unanswered by the node for this long make the node silent (`None`: off).
     pub response: Option<Duration>,
-    /// A client's FIN with the conversation at rest closes the node side with a reset once
-    /// the node has acknowledged everything ([`End::AtRest`]), instead of passing the FIN on.
-    pub reset_at_rest: bool,
 }
 
 pin_project_lite::pin_project! {
@@ -175,8 +168,6 @@ pin_project_lite::pin_project! {
         last_activity: Instant,
         // When the first side finished sending, while the other has not.
         half_closed: Option<Instant>,
-        // Whether the last bytes read came from the node (it answered what the client sent).
-        node_spoke_last: bool,
         // The `response` watch, when the service sets that timeout.
         response: Option<Box<Watch>>,
         // Fires at `last_activity + idle` at the earliest; re-armed lazily when it fires.
@@ -217,16 +208,9 @@ impl Future for Splice<'_> {
             return Poll::Pending;
         };
         let down_done = this.down.is_done();
-        let moved_before = (this.up.moved, this.down.moved);
-        // With reset at rest, the client's EOF waits for the check below.
-        let up = this.up.poll(
-            client,
-            this.node,
-            this.last_activity,
-            down_done,
-            this.rules.reset_at_rest,
-            cx,
-        );
+        let up = this
+            .up
+            .poll(client, this.node, this.last_activity, down_done, false, cx);
         let client_done = this.up.is_done();
         // Nothing moved yet, the client still sending, and still early: a node that ends now
         // has refused the client, and its EOF is held back rather than passed on.
@@ -256,42 +240,14 @@ impl Future for Splice<'_> {
                 unanswered,
             });
         }
-        let node_quiet = down.is_pending();
-        let mut end = match (up, down) {
+        let end = match (up, down) {
             (Poll::Ready(Err(e)), _) => Some(e.end(Side::Client, client, this.node)),
             (_, Poll::Ready(Err(e))) => Some(e.end(Side::Node, client, this.node)),
             (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Some(End::Done),
             _ => None,
         };
-        if end.is_none() && this.up.eof_held() {
-            // The client's FIN, just read. At rest: the node answered the client's last bytes
-            // (before this FIN), nothing came from it since, and nothing waits to be read or
-            // forwarded. Then the node side closes with a reset, which the kernel sends only
-            // once the node has acknowledged every byte and the FIN. Else the FIN goes on.
-            let at_rest = *this.node_spoke_last
-                && (this.up.moved, this.down.moved) == moved_before
-                && node_quiet
-                && this.down.is_idle();
-            if at_rest && net::reset_once_acknowledged(this.node).is_ok() {
-                end = Some(End::AtRest);
-            } else if let Err(e) = this.up.pass_held_eof(this.node) {
-                end = Some(e.end(Side::Client, client, this.node));
-            }
-        }
-        if end.is_none() && this.down.eof_held() {
-            if let Err(e) = this.down.pass_held_eof(client) {
-                end = Some(e.end(Side::Node, client, this.node));
-            }
-        }
-        // Each poll reads the client before the node: bytes from both in one poll leave the
-        // node's last.
-        if this.down.moved > moved_before.1 {
-            *this.node_spoke_last = true;
-        } else if this.up.moved > moved_before.0 {
-            *this.node_spoke_last = false;
-        }
         if let Some(watch) = this.response.as_mut() {
-            if let Some(silent_at) = watch.observe(this.up.moved, this.down.moved) {
+            if let Some(silent_at) = watch.observe(this.up.written(), this.down.moved) {
                 let idle_at = *this.last_activity + this.rules.idle;
                 this.timer.as_mut().reset(idle_at.min(silent_at));
             }
@@ -316,7 +272,11 @@ impl Future for Splice<'_> {
                 let idle_at = *this.last_activity + this.rules.idle;
                 let fin_at = this.half_closed.map(|t| t + this.rules.fin);
                 let now = Instant::now();
-                let silent_at = this.response.as_mut().and_then(|w| w.check(now));
+                let node = &*this.node;
+                let silent_at = this
+                    .response
+                    .as_mut()
+                    .and_then(|w| w.check(now, || net::unacknowledged(node).unwrap_or(0)));
                 if fin_at.is_some_and(|at| now >= at) {
                     net::reset_on_close(client);
                     net::reset_on_close(this.node);

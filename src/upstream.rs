@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::balancer::{self, Key, Strategy};
-use crate::config::{Balance, Cidr, HealthConfig, NodeClose, ServiceConfig, Timeouts};
+use crate::config::{Balance, Cidr, HealthConfig, ServiceConfig, Timeouts};
 use crate::node::NodeSet;
 use crate::splice;
 
@@ -49,7 +49,6 @@ impl Settings {
                 retry_window: config.timeouts.connect,
                 fin: config.timeouts.fin,
                 response: config.timeouts.response,
-                reset_at_rest: config.node_close == NodeClose::ResetAtRest,
             },
             sends_proxy: config
                 .nodes

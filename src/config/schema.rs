@@ -17,7 +17,7 @@ use super::{
 /// Most runtime threads: far more than any machine's cores, far fewer than would exhaust it.
 const MAX_THREADS: u32 = 1024;
 
-const TOP_KEYS: [&str; 17] = [
+const TOP_KEYS: [&str; 16] = [
     "listen",
     "nodes",
     "balance",
@@ -28,7 +28,6 @@ const TOP_KEYS: [&str; 17] = [
     "proxy_protocol",
     "accept_proxy_from",
     "source",
-    "node_close",
     "threads",
     "health",
     "timeouts",
@@ -87,7 +86,6 @@ fn built_in() -> Defaults {
         proxy_protocol: crate::config::ProxyProtocol::Off,
         accept_proxy_from: Vec::new(),
         source: Vec::new(),
-        node_close: crate::config::NodeClose::Fin,
         health: HealthConfig {
             interval: DEFAULT_INTERVAL,
             timeout: DEFAULT_PROBE_TIMEOUT,
@@ -157,9 +155,6 @@ fn several(
     }
     if let Some(s) = super::nodes::sources(walk, top) {
         base.source = s;
-    }
-    if let Some(c) = service::node_close(walk, top) {
-        base.node_close = c;
     }
     base.health = service::health(walk, top, &base.health);
     base.timeouts = service::timeouts(walk, top, base.timeouts);

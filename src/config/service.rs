@@ -1,5 +1,5 @@
 //! One service's table read into a [`ServiceConfig`]: its listen address and nodes, and its
-//! `retries`, `dns_ttl`, `max_connections`, `access_log`, `node_close`, `[health]` and `[timeouts]`, each key falling back
+//! `retries`, `dns_ttl`, `max_connections`, `access_log`, `[health]` and `[timeouts]`, each key falling back
 //! to the file's top-level default ([`Defaults`]) when the service does not set it.
 
 use std::net::{IpAddr, SocketAddr};
@@ -9,8 +9,7 @@ use super::address::parse_listen;
 use super::nodes::{flag_nodes, nodes, sources, Inherit};
 use super::walk::{Section, Span, Walk};
 use super::{
-    Balance, Cidr, ConfigError, HealthConfig, NodeAddr, NodeClose, ProxyProtocol, ServiceConfig,
-    Timeouts,
+    Balance, Cidr, ConfigError, HealthConfig, NodeAddr, ProxyProtocol, ServiceConfig, Timeouts,
 };
 
 /// Largest `rise` or `fall`: the health counters are 16-bit.
@@ -35,7 +34,7 @@ const TIMEOUT_KEYS: [&str; 7] = [
     "queue",
 ];
 /// The keys of a `[services.NAME]` table.
-pub(super) const SERVICE_KEYS: [&str; 13] = [
+pub(super) const SERVICE_KEYS: [&str; 12] = [
     "listen",
     "nodes",
     "balance",
@@ -46,7 +45,6 @@ pub(super) const SERVICE_KEYS: [&str; 13] = [
     "proxy_protocol",
     "accept_proxy_from",
     "source",
-    "node_close",
     "health",
     "timeouts",
 ];
@@ -64,7 +62,6 @@ pub(super) struct Defaults {
     pub proxy_protocol: ProxyProtocol,
     pub accept_proxy_from: Vec<Cidr>,
     pub source: Vec<IpAddr>,
-    pub node_close: NodeClose,
     pub health: HealthConfig,
     pub timeouts: Timeouts,
 }
@@ -96,7 +93,6 @@ pub(super) fn service(
     let dns_ttl = walk.duration(section, "dns_ttl", true).map(|(d, _)| d);
     let max_connections = walk.count(section, "max_connections", 1, u32::MAX);
     let access_log = walk.flag(section, "access_log");
-    let node_close = node_close(walk, section).unwrap_or(base.node_close);
     let health = health(walk, section, &base.health);
     let timeouts = timeouts(walk, section, base.timeouts);
     let (Some(listen), Some(nodes)) = (listen, nodes) else {
@@ -113,7 +109,6 @@ pub(super) fn service(
         access_log: access_log.unwrap_or(base.access_log),
         proxy_protocol: proxy,
         accept_proxy_from,
-        node_close,
         health,
         timeouts,
     }))
@@ -245,20 +240,6 @@ pub(super) fn proxy_protocol(
         other => {
             let message = format!("is \"{other}\"; use \"v1\", \"v2\" or \"off\"");
             walk.error(&section.key(key), &span, message);
-            None
-        }
-    }
-}
-
-/// `node_close`: how the node side closes after the client's FIN.
-pub(super) fn node_close(walk: &mut Walk<'_>, section: &Section<'_>) -> Option<NodeClose> {
-    let (text, span) = walk.string(section, "node_close", "\"fin\" or \"reset-at-rest\"")?;
-    match text {
-        "fin" => Some(NodeClose::Fin),
-        "reset-at-rest" => Some(NodeClose::ResetAtRest),
-        other => {
-            let message = format!("is \"{other}\"; use \"fin\" (the default) or \"reset-at-rest\"");
-            walk.error(&section.key("node_close"), &span, message);
             None
         }
     }

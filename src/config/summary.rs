@@ -145,9 +145,6 @@ impl ServiceConfig {
         if self.access_log {
             out.push_str("access_log on\n");
         }
-        if self.node_close == super::NodeClose::ResetAtRest {
-            out.push_str("node_close reset-at-rest\n");
-        }
         let limit = self
             .max_connections
             .map_or_else(|| "from the open-files limit".to_owned(), |m| m.to_string());

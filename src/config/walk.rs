@@ -58,6 +58,15 @@ pub(super) struct Walk<'a> {
     pub warnings: Vec<String>,
 }
 
+/// Keys tierlb once took, each with why it went and what to do: a config that still has one is
+/// told so, rather than that the key is unknown.
+const REMOVED: [(&str, &str); 1] = [(
+    "node_close",
+    "its \"reset-at-rest\" could end a client's answer early (a node's reply still on its way \
+     was refused); delete the line: the client's FIN is always passed on to the node, and \
+     docs/performance.md shows how to keep ports free under churn",
+)];
+
 impl<'a> Walk<'a> {
     /// The 1-based line of a byte offset.
     pub fn line(&self, span: &Span) -> usize {
@@ -93,14 +102,14 @@ impl<'a> Walk<'a> {
                     .key(key)
                     .and_then(|k| k.span())
                     .or(item.span());
-                self.error(
-                    &section.key(key),
-                    &span,
-                    format!(
+                let message = match REMOVED.iter().find(|(name, _)| *name == key) {
+                    Some((_, why)) => format!("was removed: {why}"),
+                    None => format!(
                         "is not a key tierlb knows; {what} may have {}",
                         known.join(", ")
                     ),
-                );
+                };
+                self.error(&section.key(key), &span, message);
             }
         }
     }

@@ -81,8 +81,6 @@ pub(super) struct Direction {
     /// The source's FIN came with the bytes being written: once they are, the direction is at
     /// its EOF without another read (which would only return 0).
     eof_pending: bool,
-    /// The EOF was read but not yet passed on: the splice decides how (see [`Direction::poll`]).
-    eof_held: bool,
     /// Set on the client -> node direction once the node has ended without answering.
     pub unanswered: Option<NodeEnd>,
 }
@@ -107,33 +105,27 @@ enum State {
 }
 
 impl Direction {
-    /// Whether EOF has been read (and passed on, unless it is held).
+    /// Whether EOF has been read (and passed on, unless it was held).
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
     }
 
-    /// Whether the direction waits for its source with nothing in hand to write.
-    pub fn is_idle(&self) -> bool {
-        matches!(self.state, State::Idle) && !self.eof_pending
-    }
-
-    /// Whether an EOF was read and held back, not yet passed on.
-    pub fn eof_held(&self) -> bool {
-        self.eof_held
-    }
-
-    /// Passes a held EOF on to `dst` (a write shutdown).
-    pub fn pass_held_eof(&mut self, dst: &TcpStream) -> Result<(), Fault> {
-        self.eof_held = false;
-        half_close(dst).map_err(Fault::write)
+    /// Bytes written to the destination so far: those read, less those still in hand.
+    pub fn written(&self) -> u64 {
+        let in_hand = match &self.state {
+            State::Writing { start, end, .. } => end - start,
+            #[cfg(target_os = "linux")]
+            State::Draining { pipe } => pipe.pending(),
+            State::Idle | State::Done => 0,
+        };
+        self.moved - in_hand as u64
     }
 
     /// Moves what can be moved now from `src` to `dst`; ready once EOF has been passed on.
     ///
     /// `other_done` says the opposite direction has finished: then an EOF here ends the whole
     /// connection, and the `close` that follows sends the FIN, so no `shutdown` call is needed.
-    /// `hold_eof` keeps an EOF from being passed on: it is [`Direction::eof_held`] then, for the
-    /// splice to pass on or to end the connection on.
+    /// `hold_eof` keeps an EOF from being passed on (the connection is about to be given up).
     pub fn poll(
         &mut self,
         src: &TcpStream,
@@ -211,12 +203,8 @@ impl Direction {
     /// The source is at EOF: passes it on (unless the other direction is done, when the close
     /// sends the FIN, or the EOF is held) and the direction is done.
     fn finish(&mut self, dst: &TcpStream, other_done: bool, hold_eof: bool) -> io::Result<()> {
-        if !other_done {
-            if hold_eof {
-                self.eof_held = true;
-            } else {
-                half_close(dst)?;
-            }
+        if !other_done && !hold_eof {
+            half_close(dst)?;
         }
         self.state = State::Done;
         Ok(())
