@@ -32,8 +32,10 @@ use crate::state::Shared;
 /// The cluster membership, when `[cluster]` is set: handlers reach it as an extension.
 type Members = Extension<Option<Arc<Cluster>>>;
 
+mod deadline;
 mod guard;
 mod serve;
+mod slots;
 mod status;
 
 /// Binds `addr` now (so a taken port fails start-up), then serves on a dedicated thread until
@@ -45,13 +47,27 @@ pub fn start(
     max_connections: u32,
     stop: CancellationToken,
 ) -> io::Result<()> {
-    serve::start(
-        addr,
-        router(Arc::clone(&shared), cluster),
-        shared,
-        max_connections,
-        stop,
-    )
+    let routes = serve::Routes {
+        full: router(Arc::clone(&shared), cluster),
+        lane: lane_router(Arc::clone(&shared)),
+    };
+    serve::start(addr, routes, shared, max_connections, stop)
+}
+
+/// The probe lane's routes ([`slots`]): `/live` and `/ready`; anything else is told that the
+/// endpoint is busy.
+fn lane_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/live", get(live))
+        .route("/ready", get(ready))
+        .fallback(|| async {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                "the admin endpoint is busy: only /live and /ready are answered now\n",
+            )
+        })
+        .with_state(shared)
 }
 
 /// The routes; unknown paths get a 404 that lists the known ones, wrong methods a 405.

@@ -1,5 +1,6 @@
-//! The admin endpoint under abuse: slow headers, a flood of connections under a descriptor
-//! limit, the bearer scheme in any case, and `Host` names from DNS rebinding.
+//! The admin endpoint under abuse: slow headers, clients that ask and never read, a flood of
+//! connections under a descriptor limit, the bearer scheme in any case, and `Host` names from
+//! DNS rebinding.
 
 mod common;
 
@@ -41,7 +42,7 @@ fn start(node: SocketAddr, nofile: Option<u32>) -> (Tierlb, SocketAddr) {
 }
 
 /// Reads until the peer closes (EOF or reset); whether it did within `limit`.
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+async fn closed_within(stream: &mut (impl tokio::io::AsyncRead + Unpin), limit: Duration) -> bool {
     let mut buf = [0u8; 512];
     let deadline = tokio::time::Instant::now() + limit;
     loop {
@@ -143,4 +144,65 @@ async fn bearer_in_any_case_and_host_names_checked() {
     assert!(rebound.contains("[admin] hosts"), "{rebound}");
     let local = raw("localhost").await;
     assert!(local.starts_with("HTTP/1.1 200"), "{local}");
+}
+
+/// An admin client with a 4 KiB receive buffer that pipelines `GET /metrics` 2,000 times and
+/// never reads; its writer goes on until the connection fails. Returns the unread side.
+async fn pipelining_non_reader(admin: SocketAddr) -> tokio::net::tcp::OwnedReadHalf {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = socket.connect(admin).await.expect("connect");
+    let request = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(2000);
+    let (reader, mut writer) = stream.into_split();
+    tokio::spawn(async move {
+        if writer.write_all(&request).await.is_ok() {
+            // Kept open (not half-closed): only the server may end the connection.
+            std::future::pending::<()>().await;
+        }
+    });
+    reader
+}
+
+/// `GET /live`, answered 200 within a second.
+async fn live_within_a_second(admin: SocketAddr) -> bool {
+    let exchange = async {
+        let mut stream = TcpStream::connect(admin).await?;
+        stream
+            .write_all(b"GET /live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        std::io::Result::Ok(response)
+    };
+    match tokio::time::timeout(Duration::from_secs(1), exchange).await {
+        Ok(Ok(response)) => response.starts_with(b"HTTP/1.1 200"),
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_ask_and_never_read_cannot_lock_out_the_liveness_probe() {
+    let node = Backend::start("node1").await;
+    let (tierlb, admin) = start(node.addr, None);
+    let started = tokio::time::Instant::now();
+    let mut stuck = Vec::new();
+    for _ in 0..40 {
+        stuck.push(pipelining_non_reader(admin).await);
+    }
+    for at in [1, 10, 30] {
+        tokio::time::sleep_until(started + Duration::from_secs(at)).await;
+        assert!(
+            live_within_a_second(admin).await,
+            "/live answered 200 within 1 s at {at} s: {:#?}",
+            tierlb.lines()
+        );
+    }
+    // By now every stuck connection was ended by the server: the response deadline (10 s),
+    // the probe lane's one request, or the cap.
+    for (i, reader) in stuck.iter_mut().enumerate() {
+        assert!(
+            closed_within(reader, Duration::from_secs(5)).await,
+            "stuck connection {i} still open after 30 s"
+        );
+    }
 }

@@ -1,11 +1,13 @@
-//! The admin endpoint's own server: its thread and runtime, a cap on connections open at
-//! once, and timeouts, so that slow or idle admin clients can never hold the descriptors the
-//! data path needs.
+//! The admin endpoint's own server: its thread and runtime, its connection slots
+//! ([`super::slots`]) and deadlines, so that slow, idle or abusive admin clients can never
+//! hold the descriptors the data path needs, nor keep `/live` and `/ready` from answering.
 //!
-//! Each request's header must arrive within [`HEADER_TIMEOUT`] of the connection opening, or
-//! of the previous response on a kept-alive connection; so an idle keep-alive connection is
-//! closed after that long too. Past [`crate::limits::Budget::admin`] connections, new ones are
-//! closed at once and counted (`tierlb_admin_rejected_total`).
+//! Deadlines on a regular connection: each request's header within [`HEADER_TIMEOUT`] of the
+//! connection opening or of the previous response (so an idle keep-alive connection is closed
+//! after that long too); each response taken by the client within [`RESPONSE_TIMEOUT`]
+//! ([`super::deadline`]); the connection itself ends after [`LIFETIME`] (the request in
+//! hand is answered first). On the probe lane: one request, its header within
+//! [`LANE_TIMEOUT`], its response taken within as long again, then the connection closes.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,30 +18,54 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::sync::Semaphore;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::deadline::Deadline;
+use super::slots::{Admit, Slot, Slots};
 use crate::net;
 use crate::state::Shared;
 
 /// Time a request's header may take to arrive, and an idle keep-alive connection may wait.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a client has to take a whole response, from its first byte written.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one regular admin connection may last; then it closes after the request in hand.
+pub const LIFETIME: Duration = Duration::from_secs(60);
+/// On the probe lane: time for the request's header, and again for its response.
+pub const LANE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Accept queue of the admin listener: a burst of scrapes and page loads waits here.
 const BACKLOG: i32 = 1024;
 
-/// Binds `addr` now (so a taken port fails start-up), then serves `router` on a dedicated
+/// The routes of a regular connection and of the probe lane.
+pub struct Routes {
+    /// Every endpoint.
+    pub full: Router,
+    /// `/live` and `/ready` only.
+    pub lane: Router,
+}
+
+/// Binds `addr` now (so a taken port fails start-up), then serves `routes` on a dedicated
 /// thread until `stop` is cancelled, with at most `max_connections` connections at once.
 pub fn start(
     addr: SocketAddr,
-    router: Router,
+    routes: Routes,
     shared: Arc<Shared>,
     max_connections: u32,
     stop: CancellationToken,
 ) -> io::Result<()> {
     let listener = net::bind_std_listener(addr, BACKLOG)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot serve admin on {addr}: {e}")))?;
-    tracing::info!(addr = %listener.local_addr()?, max_connections, "admin listening");
+    let slots = Slots::new(max_connections);
+    let (regular, lane, per_source) = slots.sizes();
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        max_connections = regular,
+        per_source,
+        probe_lane = lane,
+        "admin listening"
+    );
     std::thread::Builder::new()
         .name("tierlb-admin".to_owned())
         .spawn(move || {
@@ -55,9 +81,7 @@ pub fn start(
             };
             runtime.block_on(async move {
                 match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => {
-                        serve(listener, router, &shared, max_connections, stop).await;
-                    }
+                    Ok(listener) => serve(listener, routes, &shared, &slots, stop).await,
                     Err(e) => tracing::error!(error = %e, "admin endpoint stopped"),
                 }
             });
@@ -65,24 +89,23 @@ pub fn start(
     Ok(())
 }
 
-/// Accepts admin connections until `stop`; each is served on its own task while a slot is
-/// free, and closed at once otherwise.
+/// Accepts admin connections until `stop`; each is served on its own task in the slot it
+/// was given, or closed at once when there is none.
 async fn serve(
     listener: tokio::net::TcpListener,
-    router: Router,
+    routes: Routes,
     shared: &Shared,
-    max_connections: u32,
+    slots: &Arc<Slots>,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections as usize));
     let mut full_logged = false;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => return,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::debug!(error = %e, "admin accept failed");
                 if net::is_resource_exhaustion(&e) {
@@ -91,31 +114,63 @@ async fn serve(
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            shared
-                .process
-                .admin_rejected
-                .fetch_add(1, Ordering::Relaxed);
-            if !full_logged {
-                tracing::warn!(
-                    max_connections,
-                    "admin connection limit reached: further admin connections are closed at once"
-                );
-                full_logged = true;
+        match slots.admit(peer.ip()) {
+            Admit::Regular(slot) => {
+                full_logged = false;
+                tokio::spawn(regular(stream, routes.full.clone(), slot));
             }
-            continue;
-        };
-        full_logged = false;
-        let service = TowerToHyperService::new(router.clone());
-        tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "admin connection ended");
+            Admit::Lane(slot) => {
+                tokio::spawn(lane(stream, routes.lane.clone(), slot));
             }
-            drop(slot);
-        });
+            Admit::Refused => {
+                shared
+                    .process
+                    .admin_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                if !full_logged {
+                    tracing::warn!(
+                        client = %peer,
+                        "admin connection limit reached, probe lane included: further admin connections are closed at once"
+                    );
+                    full_logged = true;
+                }
+            }
+        }
     }
+}
+
+/// Serves a regular connection: keep-alive, every endpoint, until it ends or its lifetime
+/// does (the request in hand is answered first).
+async fn regular(stream: TcpStream, router: Router, slot: Slot) {
+    let io = TokioIo::new(Deadline::new(stream, RESPONSE_TIMEOUT));
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(io, TowerToHyperService::new(router));
+    let mut connection = std::pin::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = tokio::time::sleep(LIFETIME) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "admin connection ended");
+    }
+    drop(slot);
+}
+
+/// Serves one request on the probe lane, then closes.
+async fn lane(stream: TcpStream, router: Router, slot: Slot) {
+    let io = TokioIo::new(Deadline::new(stream, LANE_TIMEOUT));
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(LANE_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(io, TowerToHyperService::new(router));
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "admin probe-lane connection ended");
+    }
+    drop(slot);
 }
