@@ -24,7 +24,7 @@ fn nodes(count: usize) -> (NodeSet, Vec<ActiveGuard>) {
             source: Vec::new(),
         })
         .collect();
-    let set = NodeSet::new(&configs, 2, 3);
+    let set = NodeSet::new(&configs, &std::sync::Arc::from("bench"), 2, 3);
     // Give the nodes uneven loads, as a live balancer has.
     let guards = set
         .nodes

@@ -105,7 +105,7 @@ pub async fn handle<P: Send>(
         match end {
             End::Dropped(back) => {
                 let reason = unanswered.map_or("closed", |e| e.reason());
-                tracing::debug!(node = %node.address, reason, "node dropped the client at once; trying another");
+                tracing::debug!(service = %service.name, client = %peer, node = %node.address, reason, "node dropped the client at once; trying another");
                 attempts.dropped(index, &node, AttemptError::Unanswered(reason));
                 client = back;
             }
@@ -166,7 +166,7 @@ async fn greet(
     };
     service.listener.failed.fetch_add(1, Ordering::Relaxed);
     if service.client_failures.allow() {
-        tracing::warn!(client = %peer, "closing client: {refused}");
+        tracing::warn!(service = %service.name, client = %peer, "closing client: {refused}");
     }
     None
 }
@@ -203,7 +203,7 @@ fn verdict(nodes: &NodeSet, node: &Node, outcome: &Outcome, falls: u32) {
 fn failed(service: &Service, peer: SocketAddr, error: &Unserved) {
     match error {
         Unserved::Queue(Left::Gone) => {
-            tracing::debug!(client = %peer, "client left the queue");
+            tracing::debug!(service = %service.name, client = %peer, "client left the queue");
             return;
         }
         Unserved::Queue(Left::TimedOut(_)) => {
@@ -213,7 +213,7 @@ fn failed(service: &Service, peer: SocketAddr, error: &Unserved) {
     }
     service.listener.failed.fetch_add(1, Ordering::Relaxed);
     if service.client_failures.allow() {
-        tracing::warn!(client = %peer, %error, "closing client: no node could take it");
+        tracing::warn!(service = %service.name, client = %peer, %error, "closing client: no node could take it");
     }
 }
 
@@ -230,10 +230,12 @@ fn closed(
     if let Some(how) = unanswered {
         service.listener.failed.fetch_add(1, Ordering::Relaxed);
         if service.client_failures.allow() {
-            tracing::warn!(client = %peer, node = %node.address, reason = how.reason(), "client failed: the node {} after the client's bytes were sent", how.reason());
+            tracing::warn!(service = %service.name, client = %peer, node = %node.address, reason = how.reason(), "client failed: the node ended after the client's bytes were sent");
         }
     }
     tracing::debug!(
+        service = %service.name,
+        client = %peer,
         node = %node.address,
         client_to_node = moved.0,
         node_to_client = moved.1,

@@ -277,7 +277,7 @@ pub async fn connect(
             }
             Err(error) => {
                 attempts.tried.push(i);
-                tracing::debug!(node = %node.address, %error, attempt = attempts.made, "connect failed");
+                tracing::debug!(service = %node.service, client = %client.addr, node = %node.address, %error, attempt = attempts.made, "connect failed");
                 let kind = error.kind();
                 if let Some(kind) = kind {
                     node.stats.failed(kind);

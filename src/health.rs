@@ -153,7 +153,9 @@ async fn probe_loop(node: &Node, service: &Service) {
                     &format_args!("probe: {e}"),
                 );
             }
-            Err(e) => tracing::debug!(node = %node.address, error = %e, "probe not run"),
+            Err(e) => {
+                tracing::debug!(service = %node.service, node = %node.address, error = %e, "probe not run")
+            }
         }
         next = (next + jittered(settings.health.interval)).max(Instant::now());
     }

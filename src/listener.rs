@@ -11,7 +11,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use crate::config::show_duration;
 use crate::limits::Budget;
@@ -94,7 +93,7 @@ pub fn process_limit(budget: &Budget) -> Arc<Semaphore> {
     tracing::info!(
         nofile = budget.nofile,
         max_connections = limit,
-        "at most {limit} clients at once; more wait in the accept queue"
+        "client limit set from the open-files limit; more clients wait in the accept queue"
     );
     Arc::new(Semaphore::new(limit as usize))
 }
@@ -197,12 +196,11 @@ pub async fn accept_loop(
                 }
                 backoff = MIN_ACCEPT_BACKOFF;
                 if let Err(e) = net::prepare_client(&client) {
-                    tracing::debug!(client = %peer, error = %e, "cannot set TCP_NODELAY");
+                    tracing::debug!(service = %service.name, client = %peer, error = %e, "cannot set TCP_NODELAY");
                 }
-                let span = tracing::debug_span!("conn", service = %service.name, client = %peer);
-                connections.spawn(
-                    conn::handle(client, peer, Arc::clone(service), permits).instrument(span),
-                );
+                // Every line about a connection names its service and client itself: a span
+                // would repeat them (and cost every connection its bookkeeping).
+                connections.spawn(conn::handle(client, peer, Arc::clone(service), permits));
             }
             Err(e) if net::is_resource_exhaustion(&e) => {
                 service.listener.rejected.fetch_add(1, Ordering::Relaxed);

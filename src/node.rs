@@ -64,6 +64,8 @@ pub enum Source {
 pub struct Node {
     /// Where the node listens.
     pub address: NodeAddr,
+    /// The service it belongs to, named on every log line about it.
+    pub service: Arc<str>,
     /// A hash of the address as written, the same in every process: its identity for source
     /// affinity.
     identity: u64,
@@ -105,10 +107,11 @@ pub struct Node {
 }
 
 impl Node {
-    /// A new node, up on probation, with the given health thresholds.
-    pub fn new(config: &NodeConfig, rise: u32, fall: u32) -> Node {
+    /// A new node of `service`, up on probation, with the given health thresholds.
+    pub fn new(config: &NodeConfig, service: &Arc<str>, rise: u32, fall: u32) -> Node {
         let node = Node {
             address: config.address.clone(),
+            service: Arc::clone(service),
             identity: fnv1a(&config.address.to_string()),
             backup: AtomicBool::new(false),
             proxy: AtomicU8::new(0),
@@ -159,6 +162,11 @@ impl Node {
             2 => ProxyProtocol::V2,
             _ => ProxyProtocol::Off,
         }
+    }
+
+    /// Its `max_connections`, if it has one.
+    pub fn max_connections(&self) -> Option<u32> {
+        Some(self.max_connections.load(Ordering::Relaxed)).filter(|m| *m != u32::MAX)
     }
 
     /// Whether the node is a backup (`backup = true`).
@@ -219,10 +227,10 @@ impl Node {
             }
             match via {
                 None => {
-                    tracing::info!(node = %self.address, active, "node {state} by the operator")
+                    tracing::info!(service = %self.service, node = %self.address, active, "node {state} by the operator")
                 }
                 Some(peer) => {
-                    tracing::info!(node = %self.address, active, via = peer, "node {state} by the operator through {peer}")
+                    tracing::info!(service = %self.service, node = %self.address, active, via = peer, "node {state} by the operator through another instance")
                 }
             }
         }
@@ -378,7 +386,7 @@ mod tests {
             proxy_protocol: ProxyProtocol::Off,
             source: Vec::new(),
         };
-        let node = Arc::new(Node::new(&config, 2, 3));
+        let node = Arc::new(Node::new(&config, &Arc::from("web"), 2, 3));
         let guard = node.try_acquire().expect("first slot");
         assert!(node.try_acquire().is_none(), "limit of one");
         assert!(node.is_full());

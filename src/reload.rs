@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, NodeAddr, ServiceConfig};
+use crate::config::{Config, NodeAddr, NodeConfig, ServiceConfig};
 use crate::node::{Node, NodeSet};
 use crate::service::Service;
 use crate::state::Shared;
@@ -145,6 +145,7 @@ fn update(service: &Arc<Service>, new: &ServiceConfig, start: &impl Start) {
     let new_addrs: Vec<&NodeAddr> = new.nodes.iter().map(|n| &n.address).collect();
     let d = diff(&old_addrs, &new_addrs);
     let (rise, fall) = (new.health.rise, new.health.fall);
+    let current_service: Arc<str> = Arc::from(new.name.as_str());
     let nodes: Vec<Arc<Node>> = new
         .nodes
         .iter()
@@ -152,12 +153,15 @@ fn update(service: &Arc<Service>, new: &ServiceConfig, start: &impl Start) {
         .map(|(j, config)| match d.kept.iter().find(|(_, k)| *k == j) {
             Some((i, _)) => {
                 let node = Arc::clone(&current.nodes[*i]);
+                if let Some(changed) = changes(&node, config) {
+                    tracing::info!(service = %new.name, node = %node.address, %changed, "node changed");
+                }
                 node.configure(config, rise, fall);
                 node.ramp.set_window(new.health.slow_start);
                 node
             }
             None => {
-                let node = Arc::new(Node::new(config, rise, fall));
+                let node = Arc::new(Node::new(config, &current_service, rise, fall));
                 node.ramp.set_window(new.health.slow_start);
                 node.ramp.start();
                 tracing::info!(service = %new.name, node = %node.address, "node added; probing");
@@ -191,6 +195,40 @@ fn update(service: &Arc<Service>, new: &ServiceConfig, start: &impl Start) {
     }
     let nodes = NodeSet::from_parts(nodes, retired, current);
     service.set_upstream(Upstream::with_nodes(new, nodes));
+}
+
+/// What a reload changes in a kept node's settings, as `weight 1 -> 3, backup false -> true`
+/// (weight, max_connections, backup, proxy_protocol); `None` when nothing.
+fn changes(node: &Node, new: &NodeConfig) -> Option<String> {
+    let limit = |m: Option<u32>| m.map_or_else(|| "none".to_owned(), |m| m.to_string());
+    let pairs = [
+        (
+            "weight",
+            node.weight().to_string(),
+            new.weight.max(1).to_string(),
+        ),
+        (
+            "max_connections",
+            limit(node.max_connections()),
+            limit(new.max_connections),
+        ),
+        (
+            "backup",
+            node.is_backup().to_string(),
+            new.backup.to_string(),
+        ),
+        (
+            "proxy_protocol",
+            format!("{:?}", node.proxy_protocol()),
+            format!("{:?}", new.proxy_protocol),
+        ),
+    ];
+    let changed: Vec<String> = pairs
+        .into_iter()
+        .filter(|(_, old, new)| old != new)
+        .map(|(key, old, new)| format!("{key} {old} -> {new}"))
+        .collect();
+    (!changed.is_empty()).then(|| changed.join(", "))
 }
 
 /// Keeps the settings a reload cannot change, warning about each attempt to.

@@ -12,7 +12,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use crate::cluster::Cluster;
 use crate::config::{show_duration, Config, ServiceConfig};
@@ -67,10 +66,9 @@ struct Tasks {
 
 impl Start for Tasks {
     fn probe(&self, node: Arc<Node>, service: &Arc<Service>) {
-        // The span puts the service's name on the probe's log lines (node down/up).
-        let span = tracing::info_span!("probe", service = %service.name);
+        // The probe's log lines (node down/up) name the service themselves: it is the node's.
         let run = health::run(node, Arc::clone(service), self.stop_probes.clone());
-        self.probes.spawn(run.instrument(span));
+        self.probes.spawn(run);
     }
 
     fn stop_token(&self) -> CancellationToken {
@@ -190,7 +188,11 @@ fn reload_one(shared: &Shared, config: Reload, tasks: &Tasks) {
             .process
             .reloads_failed
             .fetch_add(1, Ordering::Relaxed);
-        tracing::error!("reload failed, keeping the configuration in force: {e}");
+        // One line per error, each with its own time and level (a file with several errors
+        // is one error per line of it).
+        for line in e.to_string().lines() {
+            tracing::error!("reload failed, keeping the configuration in force: {line}");
+        }
     };
     let config = match config {
         Ok(config) => config,
@@ -247,7 +249,7 @@ async fn every_second(shared: &Shared) {
             }
             let more = service.client_failures.take_suppressed();
             if more > 0 {
-                tracing::warn!(service = %service.name, count = more, "{more} more client failures in the last second (rate-limited: not logged one by one)");
+                tracing::warn!(service = %service.name, count = more, "more client failures in the last second (rate-limited: not logged one by one)");
             }
         }
     }

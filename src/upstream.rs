@@ -3,6 +3,7 @@
 //! loads it once per connection (or probe) and so never sees new settings with an old node
 //! set, or the other way round.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::balancer::{self, Key, Strategy};
@@ -75,7 +76,13 @@ pub struct Upstream {
 impl Upstream {
     /// The upstream of the service `config`, every node new (up, on probation).
     pub fn new(config: &ServiceConfig) -> Upstream {
-        let nodes = NodeSet::new(&config.nodes, config.health.rise, config.health.fall);
+        let service: Arc<str> = Arc::from(config.name.as_str());
+        let nodes = NodeSet::new(
+            &config.nodes,
+            &service,
+            config.health.rise,
+            config.health.fall,
+        );
         for node in &nodes.nodes {
             node.ramp.set_window(config.health.slow_start);
         }

@@ -98,7 +98,7 @@ async fn under_a_descriptor_limit_clients_wait_in_the_backlog_and_none_is_reset(
         .args(["-l", "127.0.0.1:0", "-p", &node.addr.to_string()]);
     let mut tierlb = Tierlb::spawn(cmd);
     let line = tierlb
-        .wait_log("clients at once", 1)
+        .wait_log("client limit set from the open-files limit", 1)
         .expect("the limit is logged");
     let limit: usize = line
         .split("max_connections=")

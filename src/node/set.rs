@@ -25,12 +25,12 @@ pub struct NodeSet {
 }
 
 impl NodeSet {
-    /// Builds the set for a list of node configs, every node new.
-    pub fn new(nodes: &[NodeConfig], rise: u32, fall: u32) -> NodeSet {
+    /// Builds the set of `service` for a list of node configs, every node new.
+    pub fn new(nodes: &[NodeConfig], service: &Arc<str>, rise: u32, fall: u32) -> NodeSet {
         NodeSet {
             nodes: nodes
                 .iter()
-                .map(|n| Arc::new(Node::new(n, rise, fall)))
+                .map(|n| Arc::new(Node::new(n, service, rise, fall)))
                 .collect(),
             retired: Vec::new(),
             all_down: AtomicBool::new(false),
@@ -85,24 +85,26 @@ impl NodeSet {
         let lasted = show_duration(Duration::from_millis(lasted.as_millis() as u64));
         match transition {
             Transition::Down => {
-                tracing::warn!(node = %node.address, %reason, up, total, "node down; {up} of {total} nodes up");
+                let service = &node.service;
+                tracing::warn!(%service, node = %node.address, %reason, up, total, "node down");
                 if up == 0 && !self.all_down.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
+                        %service,
                         total,
                         "no node is up: clients are still tried on the down nodes, in order"
                     );
                 }
             }
             Transition::Up => {
-                let probation = node.health().probation;
-                let note = if probation {
-                    " (on probation: one failure takes it down again)"
+                let service = &node.service;
+                let message = if node.health().probation {
+                    "node up on probation: one failure takes it down again"
                 } else {
-                    ""
+                    "node up"
                 };
-                tracing::info!(node = %node.address, %reason, down_for = %lasted, up, total, probation, "node up after {lasted} down{note}; {up} of {total} nodes up");
+                tracing::info!(%service, node = %node.address, %reason, down_for = %lasted, up, total, "{message}");
                 if self.all_down.swap(false, Ordering::Relaxed) {
-                    tracing::info!(node = %node.address, "service resumed: a node is up again");
+                    tracing::info!(%service, node = %node.address, "service resumed: a node is up again");
                 }
             }
         }
