@@ -59,6 +59,7 @@ pub(super) fn read(text: &str, path: &str, overrides: &Overrides) -> Result<Conf
     } else {
         single(&mut walk, &top, overrides)?
     };
+    admin_clash(&mut walk, &top, &admin, &services);
     if !walk.errors.is_empty() {
         return Err(ConfigError::many(walk.errors));
     }
@@ -287,16 +288,29 @@ fn likely_wrong(walk: &mut Walk<'_>, top: &Section<'_>, c: &Config) {
             );
             walk.warn(&key, &span, message);
         }
-        if let Some(admin) = c.admin.listen {
-            let (a, l) = (admin.ip(), service.listen.ip());
-            let overlap = a == l || a.is_unspecified() || l.is_unspecified();
-            if admin.port() != 0 && admin.port() == service.listen.port() && overlap {
-                let message = format!(
-                    "({admin}) is the listen address {}: the admin endpoint cannot bind it; give it a port of its own, e.g. 127.0.0.1:9090",
-                    service.listen
-                );
-                walk.warn("admin.listen", &span_of(top, &["admin", "listen"]), message);
-            }
+    }
+}
+
+/// An admin address that is also a service's listen address (the same port on the same or a
+/// wildcard address) could never be bound: an error naming the service.
+fn admin_clash(
+    walk: &mut Walk<'_>,
+    top: &Section<'_>,
+    admin: &AdminConfig,
+    services: &[ServiceConfig],
+) {
+    let Some(admin) = admin.listen else {
+        return;
+    };
+    for service in services {
+        let (a, l) = (admin.ip(), service.listen.ip());
+        let overlap = a == l || a.is_unspecified() || l.is_unspecified();
+        if admin.port() != 0 && admin.port() == service.listen.port() && overlap {
+            let message = format!(
+                "({admin}) is also the listen address of service `{}` ({}): both cannot bind it; give the admin endpoint a port of its own, e.g. 127.0.0.1:9090",
+                service.name, service.listen
+            );
+            walk.error("admin.listen", &span_of(top, &["admin", "listen"]), message);
         }
     }
 }
