@@ -86,6 +86,15 @@ pub fn prepare_client(stream: &TcpStream) -> io::Result<()> {
     }
 }
 
+/// Caps the kernel's send buffer of `stream` at about `bytes` (the kernel doubles it for its
+/// bookkeeping), so that a peer that does not read stalls the writer after that much, instead
+/// of after the megabytes that autotuning would queue.
+pub fn cap_send_buffer(stream: &TcpStream, bytes: usize) {
+    if let Err(e) = SockRef::from(stream).set_send_buffer_size(bytes) {
+        tracing::debug!(error = %e, "cannot set SO_SNDBUF");
+    }
+}
+
 /// Makes the next close of `stream` send a reset instead of a FIN (SO_LINGER with zero time),
 /// used to pass a reset from one side of a spliced connection on to the other.
 pub fn reset_on_close(stream: &TcpStream) {

@@ -7,7 +7,8 @@
 //! after that long too); each response taken by the client within [`RESPONSE_TIMEOUT`]
 //! ([`super::deadline`]); the connection itself ends after [`LIFETIME`] (the request in
 //! hand is answered first). On the probe lane: one request, its header within
-//! [`LANE_TIMEOUT`], its response taken within as long again, then the connection closes.
+//! [`LANE_HEADER_TIMEOUT`] (a probe sends it at once; a lane slot must turn over fast), its
+//! response taken within [`LANE_RESPONSE_TIMEOUT`], then the connection closes.
 
 use std::io;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use super::deadline::Deadline;
 use super::slots::{Admit, Slot, Slots};
 use crate::net;
 use crate::state::Shared;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Time a request's header may take to arrive, and an idle keep-alive connection may wait.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,8 +34,15 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one regular admin connection may last; then it closes after the request in hand.
 pub const LIFETIME: Duration = Duration::from_secs(60);
-/// On the probe lane: time for the request's header, and again for its response.
-pub const LANE_TIMEOUT: Duration = Duration::from_secs(1);
+/// On the probe lane: time for the request's header.
+pub const LANE_HEADER_TIMEOUT: Duration = Duration::from_millis(250);
+/// On the probe lane: time for the client to take the response.
+pub const LANE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The send buffer of an admin connection: a client that asks and does not read stalls the
+/// endpoint after this much (a handful of `/metrics` pages), not after the megabytes that the
+/// kernel would otherwise queue, each one a page rendered for nobody.
+const SEND_BUFFER: usize = 64 * 1024;
 
 /// Accept queue of the admin listener: a burst of scrapes and page loads waits here.
 const BACKLOG: i32 = 1024;
@@ -58,12 +67,13 @@ pub fn start(
     let listener = net::bind_std_listener(addr, BACKLOG)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot serve admin on {addr}: {e}")))?;
     let slots = Slots::new(max_connections);
-    let (regular, lane, per_source) = slots.sizes();
+    let (regular, per_source, lane, waiting_room) = slots.sizes();
     tracing::info!(
         addr = %listener.local_addr()?,
         max_connections = regular,
         per_source,
         probe_lane = lane,
+        waiting_room,
         "admin listening"
     );
     std::thread::Builder::new()
@@ -94,7 +104,7 @@ pub fn start(
 async fn serve(
     listener: tokio::net::TcpListener,
     routes: Routes,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     slots: &Arc<Slots>,
     stop: CancellationToken,
 ) {
@@ -105,7 +115,10 @@ async fn serve(
             () = stop.cancelled() => return,
         };
         let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                net::cap_send_buffer(&accepted.0, SEND_BUFFER);
+                accepted
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "admin accept failed");
                 if net::is_resource_exhaustion(&e) {
@@ -121,6 +134,20 @@ async fn serve(
             }
             Admit::Lane(slot) => {
                 tokio::spawn(lane(stream, routes.lane.clone(), slot));
+            }
+            Admit::Wait(waiting) => {
+                let (router, shared) = (routes.lane.clone(), Arc::clone(shared));
+                tokio::spawn(async move {
+                    match tokio::time::timeout(LANE_HEADER_TIMEOUT, waiting.lane()).await {
+                        Ok(Some(slot)) => lane(stream, router, slot).await,
+                        _ => {
+                            shared
+                                .process
+                                .admin_rejected
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
             }
             Admit::Refused => {
                 shared
@@ -162,11 +189,11 @@ async fn regular(stream: TcpStream, router: Router, slot: Slot) {
 }
 
 /// Serves one request on the probe lane, then closes.
-async fn lane(stream: TcpStream, router: Router, slot: Slot) {
-    let io = TokioIo::new(Deadline::new(stream, LANE_TIMEOUT));
+async fn lane(stream: TcpStream, router: Router, slot: OwnedSemaphorePermit) {
+    let io = TokioIo::new(Deadline::new(stream, LANE_RESPONSE_TIMEOUT));
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(LANE_TIMEOUT)
+        .header_read_timeout(LANE_HEADER_TIMEOUT)
         .keep_alive(false)
         .serve_connection(io, TowerToHyperService::new(router));
     if let Err(e) = connection.await {
