@@ -54,6 +54,18 @@ pub const BUILD_INFO: &str = "tierlb_build_info";
 pub const RELOADS: &str = "tierlb_reloads_total";
 /// Admin connections closed at once because the admin endpoint was at its limit.
 pub const ADMIN_REJECTED: &str = "tierlb_admin_rejected_total";
+/// CPU time spent by the process, user and system, in seconds (Prometheus' process metrics).
+pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
+/// Resident memory of the process, in bytes.
+pub const PROCESS_RESIDENT: &str = "process_resident_memory_bytes";
+/// Virtual memory of the process, in bytes.
+pub const PROCESS_VIRTUAL: &str = "process_virtual_memory_bytes";
+/// Descriptors open now.
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+/// The open-files limit in force (soft).
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+/// When the process started, in seconds since the Unix epoch.
+pub const PROCESS_START: &str = "process_start_time_seconds";
 /// Live cluster peers reporting the node down.
 pub const NODE_PEER_DOWN: &str = "tierlb_node_peer_down";
 /// Whether the node is suspect: up here, reported down by a peer, being checked.

@@ -173,6 +173,42 @@ async fn metrics_count_exactly_and_pass_promtool() {
         Some(0.0)
     );
     assert!(text.contains("# TYPE tierlb_node_probe_failures_total counter"));
+    // The process's own families, as Prometheus' client libraries name them; and nothing of a
+    // cluster without one.
+    for family in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        let v = metric(&text, family).unwrap_or_else(|| panic!("{family}\n{text}"));
+        // CPU time counts in clock ticks: a quiet test process may not have used one yet.
+        assert!(
+            v > 0.0 || family == "process_cpu_seconds_total",
+            "{family} = {v}"
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let started = metric(&text, "process_start_time_seconds").unwrap_or_default();
+    assert!(
+        (now - started).abs() < 600.0,
+        "started {started}, now {now}"
+    );
+    for cluster_only in [
+        "tierlb_cluster_",
+        "tierlb_node_peer_",
+        "tierlb_node_suspect",
+    ] {
+        assert!(
+            !text.contains(cluster_only),
+            "{cluster_only}* without [cluster]:\n{text}"
+        );
+    }
     if common::tool_available("promtool") {
         let mut check = Command::new("promtool")
             .args(["check", "metrics"])

@@ -24,6 +24,7 @@ use crate::queue::Queue;
 use crate::timings::Timings;
 
 mod cluster;
+mod process;
 mod queue;
 
 pub use cluster::ClusterScrape;
@@ -77,7 +78,7 @@ pub(super) fn counter_name(name: &str) -> &str {
 /// The per-node families with no label but `service` and `node`: name, help, type, value.
 type PerNode = (&'static str, &'static str, MetricType, fn(&Node) -> u64);
 
-const PER_NODE: [PerNode; 11] = [
+const PER_NODE: [PerNode; 8] = [
     (
         NODE_UP,
         "Whether the node is up (1) or down (0).",
@@ -115,6 +116,22 @@ const PER_NODE: [PerNode; 11] = [
         |n| n.stats.probe_failures.load(Relaxed),
     ),
     (
+        NODE_SENT_BYTES,
+        "Bytes from clients to the node, counted at close.",
+        MetricType::Counter,
+        |n| n.stats.sent_bytes.load(Relaxed),
+    ),
+    (
+        NODE_RECEIVED_BYTES,
+        "Bytes from the node to clients, counted at close.",
+        MetricType::Counter,
+        |n| n.stats.received_bytes.load(Relaxed),
+    ),
+];
+
+/// The per-node families that only a cluster has: reported with `[cluster]` alone.
+const PER_NODE_CLUSTER: [PerNode; 3] = [
+    (
         NODE_SUSPECT,
         "Whether the node is suspect (1): up here, reported down by a cluster peer, being checked.",
         MetricType::Gauge,
@@ -131,18 +148,6 @@ const PER_NODE: [PerNode; 11] = [
         "The live cluster peers' connections open to the node, as they last published.",
         MetricType::Gauge,
         |n| u64::from(n.peers.load()),
-    ),
-    (
-        NODE_SENT_BYTES,
-        "Bytes from clients to the node, counted at close.",
-        MetricType::Counter,
-        |n| n.stats.sent_bytes.load(Relaxed),
-    ),
-    (
-        NODE_RECEIVED_BYTES,
-        "Bytes from the node to clients, counted at close.",
-        MetricType::Counter,
-        |n| n.stats.received_bytes.load(Relaxed),
     ),
 ];
 
@@ -221,7 +226,12 @@ impl Scrape {
                     .map(|n| [("service", s.name.clone()), ("node", n.address.to_string())])
             })
             .collect();
-        for (name, help, kind, read) in PER_NODE {
+        let cluster: &[PerNode] = if self.cluster.is_some() {
+            &PER_NODE_CLUSTER
+        } else {
+            &[]
+        };
+        for &(name, help, kind, read) in PER_NODE.iter().chain(cluster) {
             let name = if kind == MetricType::Counter {
                 counter_name(name)
             } else {
@@ -333,6 +343,7 @@ impl Scrape {
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         self.process(&mut encoder)?;
+        process::encode(&mut encoder)?;
         if let Some(c) = &self.cluster {
             c.encode_into(&mut encoder)?;
         }
