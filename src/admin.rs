@@ -157,6 +157,7 @@ fn cluster_scrape(cluster: &Cluster) -> metrics::ClusterScrape {
         sent: [t.sent.load(Relaxed), t.sent_bytes.load(Relaxed)],
         received: [t.received.load(Relaxed), t.received_bytes.load(Relaxed)],
         send_errors: t.send_errors.load(Relaxed),
+        skewed: t.skewed.load(Relaxed),
     }
 }
 

@@ -22,7 +22,9 @@ use crate::node::{epoch_ms, Decision, Node};
 use crate::state::Shared;
 
 mod keys;
+mod members;
 mod merge;
+mod seal;
 mod task;
 mod transport;
 
@@ -54,6 +56,11 @@ pub struct Member {
     pub drift: bool,
     /// This instance.
     pub this: bool,
+    /// Another live member has its name (at another address).
+    pub duplicate: bool,
+    /// How far its clock is ahead of this instance's (negative: behind), ms, from its last
+    /// authentic datagram; `None` until one arrived.
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// A running cluster membership: this instance's name, clock and view of the members.
@@ -85,8 +92,11 @@ impl Cluster {
             .advertise
             .unwrap_or_else(|| SocketAddr::new(bound.ip(), bound.port()));
         let traffic = Arc::new(Traffic::default());
-        let keys: Vec<[u8; 32]> = config.secret.keys().map(transport::derive_key).collect();
-        let sealed = transport::Sealed::new(socket, &keys, Arc::clone(&traffic));
+        let keys: Vec<[u8; 32]> = config.secret.keys().map(seal::derive_key).collect();
+        // A datagram may be as old as the clocks may differ, plus a few rounds in flight.
+        let max_age = config.max_clock_skew + 4 * config.interval;
+        let sealed =
+            transport::Sealed::new(socket, &keys, Arc::clone(&traffic), advertise, max_age);
         let id = ChitchatId::new(config.name.as_str(), epoch_ms(SystemTime::now()), advertise);
         let chitchat_config = ChitchatConfig {
             chitchat_id: id,
@@ -124,7 +134,7 @@ impl Cluster {
             peers = config.peers.len(),
             "cluster gossip listening"
         );
-        let run = task::Task::new(Arc::clone(&cluster), shared, handle, config.interval);
+        let run = task::Task::new(Arc::clone(&cluster), shared, handle, config);
         tokio::spawn(run.run(stop));
         Ok(cluster)
     }

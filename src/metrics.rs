@@ -82,6 +82,8 @@ pub const CLUSTER_PACKETS: &str = "tierlb_cluster_packets_total";
 pub const CLUSTER_BYTES: &str = "tierlb_cluster_bytes_total";
 /// Gossip datagrams that could not be sent (unreachable peer, firewall).
 pub const CLUSTER_SEND_ERRORS: &str = "tierlb_cluster_send_errors_total";
+/// Peers' drain decisions ignored for a stamp too far ahead of this instance's clock.
+pub const CLUSTER_SKEWED: &str = "tierlb_cluster_decisions_rejected_total";
 
 /// Process-wide counters.
 #[derive(Debug, Default)]

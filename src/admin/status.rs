@@ -65,6 +65,8 @@ fn cluster_json(cluster: &Cluster) -> Value {
                 "seconds_since_seen": seconds_since(m.last_seen),
                 "fingerprint": m.fingerprint,
                 "drift": m.drift,
+                "duplicate": m.duplicate,
+                "clock_offset_ms": m.clock_offset_ms,
             })
         })
         .collect();

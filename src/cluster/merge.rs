@@ -12,6 +12,8 @@
 //! - **Drain.** Decisions are ordered by hybrid logical timestamp, then by instance name: the
 //!   later one wins everywhere, whatever order they arrive in.
 
+use std::time::Duration;
+
 use crate::node::Decision;
 
 /// Bits of the hybrid logical timestamp below the milliseconds: a counter for events within
@@ -33,6 +35,13 @@ pub fn witness(last: u64, remote: u64) -> u64 {
 /// The wall time of a timestamp, ms since the epoch.
 pub fn stamp_ms(stamp: u64) -> u64 {
     stamp >> COUNTER_BITS
+}
+
+/// How far `stamp` is ahead of `now_ms`, when that is more than `max_skew`: a decision so
+/// stamped is not to be trusted (it would win over every later one until the clocks met).
+pub fn too_far_ahead(stamp: u64, now_ms: u64, max_skew: Duration) -> Option<u64> {
+    let ahead = stamp_ms(stamp).saturating_sub(now_ms);
+    (u128::from(ahead) > max_skew.as_millis()).then_some(ahead)
 }
 
 /// Whether decision `a` is later than `b`: by timestamp, then by instance name so that two
@@ -134,6 +143,18 @@ mod tests {
             "ties go to the larger name"
         );
         assert!(!later(&a, &a), "a decision is not later than itself");
+    }
+
+    #[test]
+    fn a_stamp_beyond_the_skew_is_not_trusted() {
+        let now = 1_800_000_000_000;
+        let five = Duration::from_secs(5);
+        assert_eq!(too_far_ahead(stamp(0, now + 5_000), now, five), None);
+        assert_eq!(too_far_ahead(stamp(0, now - 60_000), now, five), None);
+        assert_eq!(
+            too_far_ahead(stamp(0, now + 3_600_000), now, five),
+            Some(3_600_000)
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! state changes. It keeps the member list and logs joins, deaths and drift once per change.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -11,8 +12,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::keys::{self, Fact};
+use super::members::{self, Roster};
 use super::merge::{self, Heard};
 use super::{Cluster, Member};
+use crate::config::ClusterConfig;
 use crate::node::{epoch_ms, Node, PeerReport, Verdict};
 use crate::state::Shared;
 use crate::throttle::Throttle;
@@ -29,18 +32,13 @@ pub struct Task {
     /// What this instance published last, key by key.
     published: HashMap<String, String>,
     arrivals: Arrivals,
-    /// Each member name's last alive state and fingerprint, for logging changes.
-    known: HashMap<String, Seen>,
+    /// The members as last shown, for logging changes.
+    roster: Roster,
+    /// How far ahead of this instance's clock a peer's decision may be stamped.
+    max_clock_skew: Duration,
+    /// Peers (by name) whose too-early decisions were logged, and the decisions counted.
+    skewed: HashSet<(String, u64)>,
     bad_value_log: Throttle,
-}
-
-/// What the task last knew of a member.
-struct Seen {
-    alive: bool,
-    /// Ever seen alive: a member first seen dead (before its second heartbeat) has not joined.
-    joined: bool,
-    drift: bool,
-    last_seen: SystemTime,
 }
 
 impl Task {
@@ -49,16 +47,18 @@ impl Task {
         cluster: Arc<Cluster>,
         shared: Arc<Shared>,
         handle: ChitchatHandle,
-        interval: Duration,
+        config: &ClusterConfig,
     ) -> Task {
         Task {
             cluster,
             shared,
             handle,
-            interval,
+            interval: config.interval,
             published: HashMap::new(),
             arrivals: HashMap::new(),
-            known: HashMap::new(),
+            roster: Roster::new(!config.peers.is_empty(), config.max_clock_skew),
+            max_clock_skew: config.max_clock_skew,
+            skewed: HashSet::new(),
             bad_value_log: Throttle::default(),
         }
     }
@@ -79,10 +79,6 @@ impl Task {
                     return;
                 }
                 _ = tick.tick() => {
-                    let more = self.cluster.traffic.take_unlogged_rejects();
-                    if more > 0 {
-                        tracing::warn!(count = more, "{more} more gossip packets rejected (rate-limited: not logged one by one)");
-                    }
                     self.publish().await;
                     // Members first, merge second, shown last: the live-nodes watcher is at
                     // least as new as the member list, so no one sees a member dead whose
@@ -166,7 +162,7 @@ impl Task {
                     let get = |fact| state.get(&keys::key(fact, &service.name, &address));
                     if let Some(value) = get(Fact::Decision) {
                         match keys::parse_decision(value) {
-                            Ok(d) => self.learn(node, d),
+                            Ok(d) => self.learn(id, node, d, now),
                             Err(why) => self.bad_value(id, &why),
                         }
                     }
@@ -218,7 +214,7 @@ impl Task {
                     .map(|r| r.peer.clone())
                     .collect();
                 if node.peers.update(reports, j.load, j.suspect) {
-                    tracing::info!(service = %service.name, node = %node.address, by = %by.join(", "), "node suspect: reported down by {}; probing it now", by.join(", "));
+                    tracing::info!(service = %service.name, node = %node.address, by = %by.join(", "), "node suspect: reported down by other instances; probing it now");
                 }
             }
         }
@@ -233,8 +229,28 @@ impl Task {
         }
     }
 
-    /// Adopts a peer's decision about `node` if it is later than the one known.
-    fn learn(&self, node: &Node, decision: super::Decision) {
+    /// Adopts a peer's decision about `node` if it is later than the one known, unless it is
+    /// stamped more than `max_clock_skew` ahead of this instance's clock (`now_ms`): such a
+    /// decision would win over every later one until the clocks met, and its stamp would
+    /// drag this instance's clock ahead. It is ignored, counted once and logged once per peer.
+    fn learn(&mut self, peer: &ChitchatId, node: &Node, decision: super::Decision, now_ms: u64) {
+        if let Some(ahead) = merge::too_far_ahead(decision.stamp, now_ms, self.max_clock_skew) {
+            let name = peer.node_id.to_string();
+            let first_from_peer = !self.skewed.iter().any(|(n, _)| *n == name);
+            if self.skewed.insert((name.clone(), decision.stamp)) {
+                self.cluster.traffic.skewed.fetch_add(1, Ordering::Relaxed);
+            }
+            if first_from_peer {
+                tracing::warn!(
+                    member = %name,
+                    node = %node.address,
+                    ahead = %humantime::format_duration(Duration::from_millis(ahead)),
+                    "cluster member's decision is stamped ahead of this instance's clock by more than max_clock_skew: ignored (fix the clock of one of them)"
+                );
+            }
+            return;
+        }
+        self.skewed.retain(|(n, _)| **n != *peer.node_id);
         self.cluster.witness(decision.stamp);
         let (drained, by) = (decision.drained, decision.by.clone());
         if node.peers.adopt(decision, merge::later) {
@@ -254,7 +270,7 @@ impl Task {
         let guard = chitchat.lock().await;
         let me = guard.self_chitchat_id().clone();
         let live: HashSet<ChitchatId> = guard.live_nodes().cloned().collect();
-        let mut all: Vec<(ChitchatId, bool, String)> = guard
+        let all: Vec<members::Entry> = guard
             .live_nodes()
             .chain(guard.dead_nodes())
             .map(|id| {
@@ -267,85 +283,14 @@ impl Task {
             })
             .collect();
         drop(guard);
-        // A restarted instance has a new generation: keep only each name's latest.
-        all.sort_by(|a, b| {
-            (&a.0.node_id, a.0.generation_id).cmp(&(&b.0.node_id, b.0.generation_id))
-        });
-        all.dedup_by(|later, earlier| {
-            let same = later.0.node_id == earlier.0.node_id;
-            if same {
-                std::mem::swap(later, earlier);
-            }
-            same
-        });
-        let now = SystemTime::now();
         let mine = self
             .published
             .get(keys::FINGERPRINT)
             .cloned()
             .unwrap_or_default();
-        let mut members = Vec::with_capacity(all.len());
-        for (id, alive, fingerprint) in all {
-            let this = id == me;
-            let name = id.node_id.to_string();
-            let drift = !this && !fingerprint.is_empty() && fingerprint != mine;
-            if !this {
-                self.log_change(&name, &id, alive, &fingerprint, drift);
-            }
-            let seen = self.known.entry(name.clone()).or_insert(Seen {
-                alive,
-                joined: false,
-                drift,
-                last_seen: now,
-            });
-            seen.alive = alive;
-            seen.joined |= alive;
-            seen.drift = drift;
-            if alive {
-                seen.last_seen = now;
-            }
-            members.push(Member {
-                name,
-                address: id.gossip_advertise_addr,
-                alive,
-                last_seen: seen.last_seen,
-                fingerprint,
-                drift,
-                this,
-            });
-        }
-        members.sort_by_key(|m| (!m.this, m.name.clone()));
-        members
-    }
-
-    /// Logs a member joining, dying, coming back, or drifting, once per change.
-    fn log_change(&self, name: &str, id: &ChitchatId, alive: bool, fingerprint: &str, drift: bool) {
-        let address = id.gossip_advertise_addr;
-        match self.known.get(name) {
-            None if alive => tracing::info!(member = name, %address, "cluster member joined"),
-            Some(s) if !s.joined && alive => {
-                tracing::info!(member = name, %address, "cluster member joined");
-            }
-            Some(s) if s.alive && !alive => tracing::warn!(
-                member = name,
-                %address,
-                "cluster member dead: not heard from for about {} gossip intervals; its counts no longer count",
-                super::PHI_THRESHOLD
-            ),
-            Some(s) if !s.alive && alive => {
-                tracing::info!(member = name, %address, "cluster member alive again")
-            }
-            _ => {}
-        }
-        let before = self.known.get(name).is_some_and(|s| s.drift);
-        if drift && !before {
-            tracing::warn!(member = name, theirs = fingerprint, "cluster member runs other services or nodes than this instance (configuration drift)");
-        } else if before && !drift {
-            tracing::info!(
-                member = name,
-                "cluster member's services and nodes match this instance's again"
-            );
-        }
+        let traffic = &self.cluster.traffic;
+        self.roster
+            .update(&me, all, &mine, |addr| traffic.offset(addr))
     }
 }
 

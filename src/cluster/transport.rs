@@ -1,62 +1,72 @@
-//! The gossip transport: chitchat's messages over UDP, each datagram compressed and sealed
-//! with XChaCha20-Poly1305 under a key derived from the cluster secret.
+//! The gossip transport: chitchat's messages over UDP, each datagram sealed to its sender and
+//! send time ([`super::seal`]).
 //!
-//! A datagram is `[version 1][nonce 24][ciphertext + tag 16]`; the nonce is random (192 bits,
-//! so random nonces never collide in practice), the version byte is authenticated too. A
-//! datagram that is short, of another version, fails to open, inflates past the UDP limit or
-//! does not parse is dropped before chitchat sees it, and counted: nothing an outsider sends
-//! reaches the parser. A replayed datagram carries state chitchat already has (every value is
-//! versioned), so it changes nothing. Send errors (a partition's unreachable peer, a firewall
-//! rule) are counted, and logged once per peer when they start and once when they end:
-//! gossip simply retries next round.
+//! A datagram that is short, of another version, does not open for the address it came from,
+//! was sent too long ago, inflates past the UDP limit or does not parse is dropped before
+//! chitchat sees it, and counted: nothing an outsider sends reaches the parser, and nothing is
+//! answered to an address that did not seal it. Rejections are logged once per source and
+//! minute, with how many came since. Each authentic datagram tells how far the sender's clock
+//! is from this one's (send time against arrival), kept per sender for `/status`. Send errors
+//! (a partition's unreachable peer, a firewall rule) are counted, and logged once per peer
+//! when they start and once when they end: gossip simply retries next round.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use chacha20poly1305::aead::{AeadCore, AeadInPlace, KeyInit, OsRng};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::KeyInit;
+use chacha20poly1305::XChaCha20Poly1305;
 use chitchat::transport::{Socket, Transport};
-use chitchat::{ChitchatMessage, Deserializable, Serializable};
+use chitchat::{ChitchatMessage, Serializable};
 
-use crate::throttle::Throttle;
+use super::seal::{self, Refusal, MAX_DATAGRAM};
+use crate::node::epoch_ms;
 
-/// Largest UDP payload over IPv4.
-const MAX_DATAGRAM: usize = 65_507;
-/// The format version byte.
-const VERSION: u8 = 1;
-const NONCE_LEN: usize = 24;
-const TAG_LEN: usize = 16;
-/// Bytes a sealed datagram adds to the compressed message.
-const OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
-/// zstd level: fast, and still shrinks key-value text several times.
-const LEVEL: i32 = 1;
+/// A source's rejections are logged at most once per this long.
+const REJECTION_LOG_EVERY: Duration = Duration::from_secs(60);
+/// Sources whose rejections are tracked one by one; past it, the oldest are forgotten.
+const TRACKED_SOURCES: usize = 1024;
 
-/// Gossip traffic counters, for metrics and the traffic figure.
+/// Gossip traffic counters, for metrics, and the clock offsets of the senders.
 #[derive(Debug, Default)]
 pub struct Traffic {
-    /// Datagrams dropped before parsing: unauthenticated, malformed or of another version.
+    /// Datagrams dropped before parsing: unauthenticated, stale, malformed or of another
+    /// version.
     pub rejected: AtomicU64,
-    /// Datagrams sent, and their bytes on the wire (UDP payload).
+    /// Datagrams sent.
     pub sent: AtomicU64,
     /// Bytes sent.
     pub sent_bytes: AtomicU64,
-    /// Datagrams accepted, and their bytes.
+    /// Datagrams accepted.
     pub received: AtomicU64,
     /// Bytes received in accepted datagrams.
     pub received_bytes: AtomicU64,
     /// Sends that failed (unreachable peer, firewall).
     pub send_errors: AtomicU64,
-    rejected_log: Throttle,
+    /// Peers' decisions ignored for being stamped too far ahead of this instance's clock.
+    pub skewed: AtomicU64,
+    /// How far each sender's clock was ahead of this one's (negative: behind), ms, at its last
+    /// authentic datagram.
+    offsets: Mutex<HashMap<SocketAddr, i64>>,
 }
 
 impl Traffic {
-    /// Rejected datagrams not logged one by one since the last call, for a summary line.
-    pub fn take_unlogged_rejects(&self) -> u64 {
-        self.rejected_log.take_suppressed()
+    /// The last clock offset seen from the sender at `addr`, ms (positive: it is ahead).
+    pub fn offset(&self, addr: SocketAddr) -> Option<i64> {
+        self.offsets.lock().ok()?.get(&addr).copied()
+    }
+
+    fn note_offset(&self, addr: SocketAddr, sent_ms: u64, now_ms: u64) {
+        let offset =
+            i64::try_from(sent_ms).unwrap_or(i64::MAX) - i64::try_from(now_ms).unwrap_or(i64::MAX);
+        if let Ok(mut offsets) = self.offsets.lock() {
+            // Only authentic senders get here: the map stays as small as the cluster.
+            offsets.insert(addr, offset);
+        }
     }
 }
 
@@ -65,15 +75,22 @@ impl Traffic {
 pub struct Sealed {
     socket: Mutex<Option<std::net::UdpSocket>>,
     ciphers: Vec<XChaCha20Poly1305>,
-    traffic: std::sync::Arc<Traffic>,
+    traffic: Arc<Traffic>,
+    /// The address datagrams are sealed as coming from: what peers see them come from.
+    advertise: SocketAddr,
+    /// Oldest datagram accepted.
+    max_age: Duration,
 }
 
 impl Sealed {
-    /// A transport over `socket` with the 32-byte `keys`: the first seals, any opens.
+    /// A transport over `socket` with the 32-byte `keys` (the first seals, any opens), sealing
+    /// as `advertise` and accepting datagrams up to `max_age` old.
     pub fn new(
         socket: std::net::UdpSocket,
         keys: &[[u8; 32]],
-        traffic: std::sync::Arc<Traffic>,
+        traffic: Arc<Traffic>,
+        advertise: SocketAddr,
+        max_age: Duration,
     ) -> Sealed {
         Sealed {
             socket: Mutex::new(Some(socket)),
@@ -82,6 +99,8 @@ impl Sealed {
                 .map(|k| XChaCha20Poly1305::new(k.into()))
                 .collect(),
             traffic,
+            advertise,
+            max_age,
         }
     }
 }
@@ -99,9 +118,12 @@ impl Transport for Sealed {
         Ok(Box::new(SealedSocket {
             socket: tokio::net::UdpSocket::from_std(socket)?,
             ciphers: self.ciphers.clone(),
-            traffic: std::sync::Arc::clone(&self.traffic),
+            traffic: Arc::clone(&self.traffic),
+            advertise: self.advertise,
+            max_age_ms: u64::try_from(self.max_age.as_millis()).unwrap_or(u64::MAX),
             buf: vec![0; MAX_DATAGRAM],
             failing: HashMap::new(),
+            rejections: HashMap::new(),
         }))
     }
 }
@@ -110,18 +132,23 @@ struct SealedSocket {
     socket: tokio::net::UdpSocket,
     /// The sealing cipher first.
     ciphers: Vec<XChaCha20Poly1305>,
-    traffic: std::sync::Arc<Traffic>,
+    traffic: Arc<Traffic>,
+    advertise: SocketAddr,
+    max_age_ms: u64,
     buf: Vec<u8>,
     /// Peers whose sends fail, with how many failed: logged once when it starts and once
     /// when it ends, not every round.
     failing: HashMap<SocketAddr, u64>,
+    /// Per source: when its rejections were last logged, and how many came since.
+    rejections: HashMap<SocketAddr, (Instant, u64)>,
 }
 
 #[async_trait]
 impl Socket for SealedSocket {
     async fn send(&mut self, to: SocketAddr, message: ChitchatMessage) -> anyhow::Result<()> {
+        let now = epoch_ms(SystemTime::now());
         let sealed = match self.ciphers.first() {
-            Some(cipher) => seal(cipher, &message.serialize_to_vec()),
+            Some(cipher) => seal::seal(cipher, &message.serialize_to_vec(), self.advertise, now),
             None => Err("no key to seal with".to_owned()),
         };
         let datagram = match sealed {
@@ -137,6 +164,9 @@ impl Socket for SealedSocket {
                 self.traffic
                     .sent_bytes
                     .fetch_add(n as u64, Ordering::Relaxed);
+                if self.failing.remove(&to).is_some() {
+                    tracing::info!(to = %to, "gossip packets can be sent again");
+                }
             }
             Err(e) => self.send_failed(to, &e.to_string()),
         }
@@ -151,19 +181,22 @@ impl Socket for SealedSocket {
                 Err(e) if is_transient(&e) => continue,
                 Err(e) => return Err(e).context("the gossip socket failed"),
             };
-            match open(&self.ciphers, &self.buf[..n]) {
-                Ok(message) => {
+            let now = epoch_ms(SystemTime::now());
+            match seal::open(&self.ciphers, &self.buf[..n], from, now, self.max_age_ms) {
+                Ok(opened) => {
+                    self.traffic.note_offset(from, opened.sent_ms, now);
                     self.traffic.received.fetch_add(1, Ordering::Relaxed);
                     self.traffic
                         .received_bytes
                         .fetch_add(n as u64, Ordering::Relaxed);
-                    return Ok((from, message));
+                    return Ok((from, opened.message));
                 }
-                Err(why) => {
-                    self.traffic.rejected.fetch_add(1, Ordering::Relaxed);
-                    if self.traffic.rejected_log.allow() {
-                        tracing::warn!(from = %from, bytes = n, "gossip packet rejected: {why}");
+                Err(refusal) => {
+                    if let Refusal::Stale { sent_ms } = refusal {
+                        self.traffic.note_offset(from, sent_ms, now);
                     }
+                    self.traffic.rejected.fetch_add(1, Ordering::Relaxed);
+                    self.rejected(from, n, &refusal, now);
                 }
             }
         }
@@ -176,7 +209,46 @@ impl SealedSocket {
         let failed = self.failing.entry(to).or_insert(0);
         *failed += 1;
         if *failed == 1 {
-            tracing::warn!(to = %to, "gossip packets to {to} cannot be sent: {why} (logged again when they can)");
+            tracing::warn!(to = %to, "gossip packets cannot be sent: {why} (logged again when they can)");
+        }
+    }
+
+    /// Logs a rejection from `from`, unless one from there was logged in the last minute (it
+    /// is counted then, and the count goes with the next line).
+    fn rejected(&mut self, from: SocketAddr, bytes: usize, refusal: &Refusal, now_ms: u64) {
+        let at = Instant::now();
+        if self.rejections.len() >= TRACKED_SOURCES && !self.rejections.contains_key(&from) {
+            self.rejections
+                .retain(|_, (logged, _)| at.duration_since(*logged) < REJECTION_LOG_EVERY);
+            if self.rejections.len() >= TRACKED_SOURCES {
+                return;
+            }
+        }
+        let (logged, since) = self.rejections.entry(from).or_insert((at, 0));
+        if *since > 0 && at.duration_since(*logged) < REJECTION_LOG_EVERY {
+            *since += 1;
+            return;
+        }
+        let earlier = std::mem::take(since).saturating_sub(1);
+        *logged = at;
+        *since = 1;
+        match refusal {
+            Refusal::Stale { sent_ms } => {
+                let behind = Duration::from_millis(now_ms.saturating_sub(*sent_ms));
+                tracing::warn!(
+                    from = %from,
+                    bytes,
+                    age = %humantime::format_duration(behind),
+                    more_in_the_last_minute = earlier,
+                    "gossip packet rejected: {refusal}"
+                );
+            }
+            _ => tracing::warn!(
+                from = %from,
+                bytes,
+                more_in_the_last_minute = earlier,
+                "gossip packet rejected: {refusal}"
+            ),
         }
     }
 }
@@ -187,113 +259,4 @@ fn is_transient(e: &std::io::Error) -> bool {
         e.kind(),
         ConnectionRefused | ConnectionReset | Interrupted | OutOfMemory
     )
-}
-
-/// Compresses and seals one serialized message.
-pub fn seal(cipher: &XChaCha20Poly1305, message: &[u8]) -> Result<Vec<u8>, String> {
-    let compressed =
-        zstd::bulk::compress(message, LEVEL).map_err(|e| format!("cannot compress: {e}"))?;
-    if compressed.len() + OVERHEAD > MAX_DATAGRAM {
-        return Err(format!(
-            "the message is {} bytes compressed, over the UDP limit; publish less state",
-            compressed.len()
-        ));
-    }
-    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-    let mut body = compressed;
-    cipher
-        .encrypt_in_place(&nonce, &[VERSION], &mut body)
-        .map_err(|_| "cannot seal".to_owned())?;
-    let mut out = Vec::with_capacity(1 + NONCE_LEN + body.len());
-    out.push(VERSION);
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&body);
-    Ok(out)
-}
-
-/// Opens one datagram into a message with the first of `ciphers` that opens it, or says why
-/// it is dropped.
-pub fn open(ciphers: &[XChaCha20Poly1305], datagram: &[u8]) -> Result<ChitchatMessage, String> {
-    if datagram.len() < OVERHEAD {
-        return Err(format!(
-            "{} bytes is too short to be sealed",
-            datagram.len()
-        ));
-    }
-    if datagram[0] != VERSION {
-        return Err(format!("unknown format version {}", datagram[0]));
-    }
-    let nonce = XNonce::from_slice(&datagram[1..1 + NONCE_LEN]);
-    let sealed = &datagram[1 + NONCE_LEN..];
-    let body = ciphers
-        .iter()
-        .find_map(|cipher| {
-            let mut body = sealed.to_vec();
-            cipher
-                .decrypt_in_place(nonce, &[VERSION], &mut body)
-                .ok()
-                .map(|()| body)
-        })
-        .ok_or_else(|| {
-            "it does not open with the cluster secret (another cluster, or forged)".to_owned()
-        })?;
-    let message = zstd::bulk::decompress(&body, MAX_DATAGRAM)
-        .map_err(|e| format!("sealed but not a valid compressed message: {e}"))?;
-    ChitchatMessage::deserialize(&mut message.as_slice())
-        .map_err(|e| format!("sealed but not a gossip message this version reads: {e}"))
-}
-
-/// The 32-byte gossip key derived from the cluster secret (HKDF-SHA256), so the secret itself
-/// is never the key and a future use of it gets a key of its own.
-pub fn derive_key(secret: &[u8]) -> [u8; 32] {
-    let mut key = [0u8; 32];
-    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"tierlb cluster"), secret);
-    // 32 bytes is far below HKDF-SHA256's 8160-byte limit: this cannot fail.
-    if hk.expand(b"gossip xchacha20poly1305 v1", &mut key).is_err() {
-        key = [0u8; 32];
-    }
-    key
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn envelope() -> ChitchatMessage {
-        ChitchatMessage::BadCluster
-    }
-
-    fn cipher(secret: &[u8]) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new((&derive_key(secret)).into())
-    }
-
-    #[test]
-    fn round_trip_with_the_same_secret() {
-        let c = cipher(b"0123456789abcdef0123456789abcdef");
-        let sealed = seal(&c, &envelope().serialize_to_vec()).expect("seal");
-        assert_eq!(open(&[c], &sealed).expect("open"), envelope());
-    }
-
-    #[test]
-    fn another_secret_or_a_flipped_bit_is_rejected() {
-        let c = cipher(b"0123456789abcdef0123456789abcdef");
-        let other = cipher(b"another secret, also 32 bytes long!");
-        let mut sealed = seal(&c, &envelope().serialize_to_vec()).expect("seal");
-        assert!(open(std::slice::from_ref(&other), &sealed).is_err());
-        assert!(open(&[other, c.clone()], &sealed).is_ok(), "any key opens");
-        let last = sealed.len() - 1;
-        sealed[last] ^= 1;
-        let c = [c];
-        assert!(open(&c, &sealed).is_err());
-        assert!(open(&c, b"junk").is_err());
-        assert!(open(&c, &[0u8; 100]).is_err());
-    }
-
-    #[test]
-    fn nonces_differ_between_two_seals() {
-        let c = cipher(b"0123456789abcdef0123456789abcdef");
-        let m = envelope().serialize_to_vec();
-        let (a, b) = (seal(&c, &m).expect("a"), seal(&c, &m).expect("b"));
-        assert_ne!(a[1..1 + NONCE_LEN], b[1..1 + NONCE_LEN]);
-    }
 }

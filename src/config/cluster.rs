@@ -19,10 +19,14 @@ pub const MIN_SECRET_LEN: usize = 32;
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 /// Longest accepted gossip interval: a member is declared dead after about 8 intervals.
 const MAX_INTERVAL: Duration = Duration::from_secs(10);
+/// Default bound on how far ahead of this instance's clock a peer's stamps may be.
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(5);
+/// Longest accepted clock skew bound: past it, a wrong clock would win for too long.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(3600);
 /// Longest instance name.
 const MAX_NAME_LEN: usize = 64;
 
-const CLUSTER_KEYS: [&str; 7] = [
+const CLUSTER_KEYS: [&str; 8] = [
     "name",
     "listen",
     "advertise",
@@ -30,6 +34,7 @@ const CLUSTER_KEYS: [&str; 7] = [
     "secret",
     "secret_file",
     "interval",
+    "max_clock_skew",
 ];
 
 /// Several instances acting as one (`[cluster]`).
@@ -49,6 +54,9 @@ pub struct ClusterConfig {
     pub secret_origin: String,
     /// Time between gossip rounds.
     pub interval: Duration,
+    /// How far ahead of this instance's clock a peer's decision may be stamped, and (plus a
+    /// few intervals) how old a gossip datagram may be, before either is rejected.
+    pub max_clock_skew: Duration,
 }
 
 /// Key material that is never printed: `Debug` shows only how many secrets there are. The
@@ -105,6 +113,7 @@ pub(super) fn read(
     let peers = peers(walk, &s);
     let secret = secret(walk, &s, config_path, &header);
     let interval = interval(walk, &s);
+    let max_clock_skew = max_clock_skew(walk, &s);
     Some(ClusterConfig {
         name: name?,
         listen: listen?,
@@ -113,6 +122,7 @@ pub(super) fn read(
         secret: secret.as_ref()?.0.clone(),
         secret_origin: secret?.1,
         interval,
+        max_clock_skew,
     })
 }
 
@@ -270,6 +280,19 @@ fn secret(
 }
 
 /// `interval`, within bounds.
+/// `max_clock_skew`: over 0, at most an hour.
+fn max_clock_skew(walk: &mut Walk<'_>, s: &Section<'_>) -> Duration {
+    let Some((d, span)) = walk.duration(s, "max_clock_skew", false) else {
+        return DEFAULT_MAX_CLOCK_SKEW;
+    };
+    if d.is_zero() || d > MAX_CLOCK_SKEW {
+        let message = "must be over 0s and at most 1h (how far apart the instances' clocks may be; NTP keeps them within milliseconds)";
+        walk.error("cluster.max_clock_skew", &span, message.to_owned());
+        return DEFAULT_MAX_CLOCK_SKEW;
+    }
+    d
+}
+
 fn interval(walk: &mut Walk<'_>, s: &Section<'_>) -> Duration {
     let Some((d, span)) = walk.duration(s, "interval", false) else {
         return DEFAULT_GOSSIP_INTERVAL;

@@ -38,10 +38,11 @@ impl Config {
             let peers: Vec<String> = c.peers.iter().map(ToString::to_string).collect();
             let _ = writeln!(
                 out,
-                "cluster {} listen {} advertise {advertise} interval {}",
+                "cluster {} listen {} advertise {advertise} interval {} max_clock_skew {}",
                 c.name,
                 c.listen,
-                show(c.interval)
+                show(c.interval),
+                show(c.max_clock_skew)
             );
             let peers = if peers.is_empty() {
                 "none".to_owned()

@@ -8,6 +8,7 @@ use prometheus_client::metrics::MetricType;
 use super::{counter_name, value};
 use crate::metrics::{
     CLUSTER_BYTES, CLUSTER_MEMBERS, CLUSTER_PACKETS, CLUSTER_REJECTED, CLUSTER_SEND_ERRORS,
+    CLUSTER_SKEWED,
 };
 
 /// The cluster's figures, read at scrape time.
@@ -25,6 +26,8 @@ pub struct ClusterScrape {
     pub received: [u64; 2],
     /// Datagrams that could not be sent.
     pub send_errors: u64,
+    /// Peers' decisions ignored for being stamped too far ahead.
+    pub skewed: u64,
 }
 
 impl ClusterScrape {
@@ -45,7 +48,7 @@ impl ClusterScrape {
         }
         let mut sample = encoder.encode_descriptor(
             counter_name(CLUSTER_REJECTED),
-            "Gossip datagrams dropped before parsing: not sealed with the cluster secret, or malformed.",
+            "Gossip datagrams dropped before parsing: not sealed with the cluster secret for the address they came from, sent too long ago, or malformed.",
             None,
             MetricType::Counter,
         )?;
@@ -72,6 +75,13 @@ impl ClusterScrape {
             None,
             MetricType::Counter,
         )?;
-        value(&mut sample, MetricType::Counter, self.send_errors)
+        value(&mut sample, MetricType::Counter, self.send_errors)?;
+        let mut sample = encoder.encode_descriptor(
+            counter_name(CLUSTER_SKEWED),
+            "Peers' drain or enable decisions ignored: stamped more than max_clock_skew ahead of this instance's clock.",
+            None,
+            MetricType::Counter,
+        )?;
+        value(&mut sample, MetricType::Counter, self.skewed)
     }
 }
