@@ -305,3 +305,69 @@ fn the_cluster_examples_pass_check_with_their_key_beside_them() {
         assert!(!stdout.contains("warning"), "{name}: {stdout}");
     }
 }
+
+#[test]
+fn the_systemd_unit_runs_tierlb_as_written_and_outlasts_the_drain() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("examples/systemd/tierlb.service")).expect("unit");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("admin.token"), "a".repeat(32) + "\n").expect("token");
+    let config = root.join("config.example.toml");
+    let config = config.to_str().expect("utf-8 path");
+    let mut ran = 0;
+    for line in unit.lines() {
+        let Some((key, command)) = line.split_once('=') else {
+            continue;
+        };
+        if !key.starts_with("Exec") || !command.starts_with("/usr/local/bin/tierlb") {
+            continue;
+        }
+        // The command as systemd would run it, against the shipped example; the service
+        // itself only checked, not started.
+        let mut args: Vec<String> = command
+            .split_whitespace()
+            .skip(1)
+            .map(|a| {
+                a.replace("/etc/tierlb/config.toml", config).replace(
+                    "${CREDENTIALS_DIRECTORY}",
+                    dir.path().to_str().expect("utf-8 path"),
+                )
+            })
+            .collect();
+        if !args.iter().any(|a| a == "--check") {
+            args.push("--check".to_owned());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = tierlb(&args);
+        assert!(
+            out.status.success(),
+            "{key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ran += 1;
+    }
+    assert_eq!(
+        ran, 3,
+        "ExecStartPre, ExecStart and the checking ExecReload"
+    );
+    let stop: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .and_then(|v| v.parse().ok())
+        .expect("TimeoutStopSec in seconds");
+    let example = std::fs::read_to_string(root.join("config.example.toml")).expect("example");
+    let drain: u64 = example
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("drain")?
+                .split('"')
+                .nth(1)?
+                .strip_suffix('s')
+        })
+        .and_then(|v| v.parse().ok())
+        .expect("the example's drain in seconds");
+    assert!(
+        stop > drain,
+        "TimeoutStopSec {stop} s must outlast the {drain} s drain"
+    );
+}
