@@ -1,4 +1,4 @@
-//! The container set-up run for real: tests/docker/run.sh builds the project's Dockerfile with
+//! The container set-up run for real: tests/docker/run.sh builds Dockerfile.prebuilt with
 //! this test run's own `tierlb` (and the `node` example as the nodes), then runs the example
 //! compose files: tierlb in front of node1-node3, and two tierlb containers as one cluster.
 //! Without a Docker engine (or BuildKit, or docker-compose) the script prints why and the test

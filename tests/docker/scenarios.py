@@ -236,8 +236,19 @@ def cluster():
         f.write(os.urandom(32).hex().encode() + b"\n")
     os.chown(key, 65532, 65532)
     os.chmod(key, 0o400)
+    # The configs of lb1 and lb2 with this run's own gossip subnet (run.sh picks it).
+    prefix = os.environ["TIERLB_GOSSIP_PREFIX"]
+    dirs = {}
+    for lb in ("lb1", "lb2"):
+        dirs[lb] = os.path.join(WORK, lb)
+        os.makedirs(dirs[lb], exist_ok=True)
+        with open(os.path.join("examples/cluster", lb, "config.toml")) as f:
+            text = f.read().replace("10.213.77.", prefix + ".")
+        with open(os.path.join(dirs[lb], "config.toml"), "w") as f:
+            f.write(text)
+        os.chmod(dirs[lb], 0o755)
     p = Project("cluster", "examples/cluster/compose.yaml", {
-        "TIERLB_CLUSTER_KEY": key,
+        "TIERLB_CLUSTER_KEY": key, "LB1_CONFIG": dirs["lb1"], "LB2_CONFIG": dirs["lb2"],
         "LB1_PUBLISH": "127.0.0.1:", "LB2_PUBLISH": "127.0.0.1:",
         "LB1_ADMIN_PUBLISH": "127.0.0.1:", "LB2_ADMIN_PUBLISH": "127.0.0.1:"})
     try:
