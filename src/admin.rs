@@ -32,6 +32,13 @@ use crate::state::Shared;
 /// The cluster membership, when `[cluster]` is set: handlers reach it as an extension.
 type Members = Extension<Option<Arc<Cluster>>>;
 
+/// The address of the admin client a request came from, set on each connection's routes.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminClient(pub std::net::SocketAddr);
+
+/// The admin client, as handlers extract it.
+type Client = Extension<AdminClient>;
+
 mod deadline;
 mod guard;
 mod serve;
@@ -193,37 +200,43 @@ async fn status(State(shared): State<Arc<Shared>>, Extension(cluster): Members) 
 async fn drain(
     state: State<Arc<Shared>>,
     members: Members,
+    client: Client,
     Path((service, address)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    set_drained(state, members, Some(service), address, headers, true)
+    let target = (Some(service), address);
+    set_drained(state, members, client, target, headers, true)
 }
 
 async fn enable(
     state: State<Arc<Shared>>,
     members: Members,
+    client: Client,
     Path((service, address)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    set_drained(state, members, Some(service), address, headers, false)
+    let target = (Some(service), address);
+    set_drained(state, members, client, target, headers, false)
 }
 
 async fn drain_only(
     state: State<Arc<Shared>>,
     members: Members,
+    client: Client,
     Path(address): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    set_drained(state, members, None, address, headers, true)
+    set_drained(state, members, client, (None, address), headers, true)
 }
 
 async fn enable_only(
     state: State<Arc<Shared>>,
     members: Members,
+    client: Client,
     Path(address): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    set_drained(state, members, None, address, headers, false)
+    set_drained(state, members, client, (None, address), headers, false)
 }
 
 /// Drains or enables a node of `service` (the only service, when `None`); in a cluster, the
@@ -231,8 +244,8 @@ async fn enable_only(
 fn set_drained(
     State(shared): State<Arc<Shared>>,
     Extension(cluster): Members,
-    service: Option<String>,
-    address: String,
+    Extension(AdminClient(client)): Client,
+    (service, address): (Option<String>, String),
     headers: HeaderMap,
     drained: bool,
 ) -> Response {
@@ -257,9 +270,21 @@ fn set_drained(
     let upstream = service.upstream();
     match upstream.nodes.find(&address) {
         Some(node) => {
+            let by = format!("admin client {}", client.ip());
             match &cluster {
-                Some(c) => c.decide(node, drained),
-                None => node.set_drained(drained, None),
+                Some(c) => c.decide(node, drained, &by),
+                None => {
+                    // Kept as a decision, as a cluster keeps its own: who took it, and when.
+                    let now = crate::node::epoch_ms(std::time::SystemTime::now());
+                    let stamp = crate::cluster::stamp(0, now);
+                    let decision = crate::node::Decision {
+                        drained,
+                        stamp,
+                        by: by.clone(),
+                    };
+                    node.peers.adopt(decision, |_, _| true);
+                    node.set_drained(drained, &by);
+                }
             }
             Json(status::node_json(node)).into_response()
         }

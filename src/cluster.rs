@@ -28,7 +28,7 @@ mod seal;
 mod task;
 mod transport;
 
-pub use merge::stamp_ms;
+pub use merge::{stamp, stamp_ms};
 pub use transport::Traffic;
 
 /// chitchat's cluster id: the same for every tierlb; the secret is what tells clusters apart.
@@ -54,6 +54,8 @@ pub struct Member {
     pub fingerprint: String,
     /// Its fingerprint differs from this instance's.
     pub drift: bool,
+    /// What it differs in (the services and nodes only one side runs), when it drifts.
+    pub drift_detail: Option<String>,
     /// This instance.
     pub this: bool,
     /// Another live member has its name (at another address).
@@ -139,16 +141,16 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Drains (`drained`) or enables `node` by an operator's decision taken here: stamped,
-    /// applied at once and published for the others.
-    pub fn decide(&self, node: &Node, drained: bool) {
+    /// Drains (`drained`) or enables `node` by an operator's decision taken here (by `client`
+    /// of the admin endpoint): stamped, applied at once and published for the others.
+    pub fn decide(&self, node: &Node, drained: bool, client: &str) {
         let decision = Decision {
             drained,
             stamp: self.stamp(),
             by: self.name.clone(),
         };
         node.peers.adopt(decision, merge::later);
-        node.set_drained(drained, None);
+        node.set_drained(drained, &format!("{client} of {}", self.name));
     }
 
     /// The members, this instance first.

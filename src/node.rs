@@ -215,9 +215,9 @@ impl Node {
         self.drained.load(Ordering::Relaxed)
     }
 
-    /// Drains the node (no new connections) or puts it back in service, as decided through
-    /// this instance's admin endpoint or, with `via`, another instance's.
-    pub fn set_drained(&self, drained: bool, via: Option<&str>) {
+    /// Drains the node (no new connections) or puts it back in service, as decided `by` an
+    /// admin client of this instance or another instance of the cluster.
+    pub fn set_drained(&self, drained: bool, by: &str) {
         if self.drained.swap(drained, Ordering::Relaxed) != drained {
             self.mark_change();
             let state = if drained { "drained" } else { "enabled" };
@@ -225,14 +225,7 @@ impl Node {
             if !drained {
                 self.ramp.start();
             }
-            match via {
-                None => {
-                    tracing::info!(service = %self.service, node = %self.address, active, "node {state} by the operator")
-                }
-                Some(peer) => {
-                    tracing::info!(service = %self.service, node = %self.address, active, via = peer, "node {state} by the operator through another instance")
-                }
-            }
+            tracing::info!(service = %self.service, node = %self.address, active, by, "node {state} by the operator");
         }
     }
 

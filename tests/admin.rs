@@ -471,6 +471,10 @@ async fn the_page_shows_each_nodes_figures_and_drains_with_the_token() {
         row.contains("class=\"drained\"") && row.contains(">enable<"),
         "{row}"
     );
+    assert!(
+        row.contains("drained by admin client 127.0.0.1, "),
+        "who drained it, and when: {row}"
+    );
     let (_, body) = http(s.admin, "GET", "/status", &[]).await;
     let status: serde_json::Value = serde_json::from_str(&body).expect("status is JSON");
     let drained = status["nodes"]
@@ -480,4 +484,8 @@ async fn the_page_shows_each_nodes_figures_and_drains_with_the_token() {
         .find(|n| n["address"] == target.as_str())
         .expect("the node");
     assert_eq!(drained["drained"], true, "the button drained it");
+    assert_eq!(drained["decision"]["by"], "admin client 127.0.0.1");
+    assert!(drained["decision"]["seconds_ago"]
+        .as_u64()
+        .is_some_and(|s| s < 60));
 }

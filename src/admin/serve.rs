@@ -24,8 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::deadline::Deadline;
 use super::slots::{Admit, Slot, Slots};
+use super::AdminClient;
 use crate::net;
 use crate::state::Shared;
+use axum::Extension;
 use tokio::sync::OwnedSemaphorePermit;
 
 /// Time a request's header may take to arrive, and an idle keep-alive connection may wait.
@@ -130,7 +132,8 @@ async fn serve(
         match slots.admit(peer.ip()) {
             Admit::Regular(slot) => {
                 full_logged = false;
-                tokio::spawn(regular(stream, routes.full.clone(), slot));
+                let router = routes.full.clone().layer(Extension(AdminClient(peer)));
+                tokio::spawn(regular(stream, router, slot));
             }
             Admit::Lane(slot) => {
                 tokio::spawn(lane(stream, routes.lane.clone(), slot));

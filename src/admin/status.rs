@@ -65,6 +65,7 @@ fn cluster_json(cluster: &Cluster) -> Value {
                 "seconds_since_seen": seconds_since(m.last_seen),
                 "fingerprint": m.fingerprint,
                 "drift": m.drift,
+                "differs": m.drift_detail,
                 "duplicate": m.duplicate,
                 "clock_offset_ms": m.clock_offset_ms,
             })
@@ -170,11 +171,15 @@ pub(super) fn node_json(n: &Node) -> Value {
         "slow_start": n.ramp.progress().map(|_| (n.ramp.share() * 100.0).round() / 100.0),
         "cluster_active": n.cluster_active(),
         "peers": peers_json(n),
-        "decision": n.peers.decision().map(|d| json!({
-            "drained": d.drained,
-            "by": d.by,
-            "at": humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(stamp_ms(d.stamp))).to_string(),
-        })),
+        "decision": n.peers.decision().map(|d| {
+            let at = UNIX_EPOCH + Duration::from_millis(stamp_ms(d.stamp));
+            json!({
+                "drained": d.drained,
+                "by": d.by,
+                "at": humantime::format_rfc3339_millis(at).to_string(),
+                "seconds_ago": seconds_since(at),
+            })
+        }),
     })
 }
 

@@ -43,6 +43,47 @@ pub fn key(fact: Fact, service: &str, node: &str) -> String {
     format!("{}/{service}/{node}", fact.prefix())
 }
 
+/// The `service/node` pairs an instance publishes verdicts for, read from its keys: which
+/// services and nodes it runs.
+pub fn published_nodes<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let prefix = Fact::Verdict.prefix();
+    let mut nodes: Vec<&str> = keys
+        .filter_map(|k| k.strip_prefix(prefix)?.strip_prefix('/'))
+        .collect();
+    nodes.sort_unstable();
+    nodes
+}
+
+/// What a drifted member differs in, from both sides' `service/node` pairs: the pairs only one
+/// side has (a few of each, then how many more), or, when the pairs agree, that the
+/// difference is in the nodes' settings.
+pub fn differs(mine: &[&str], theirs: &[&str]) -> String {
+    const SHOWN: usize = 3;
+    let list = |side: &str, pairs: Vec<&&str>| {
+        let mut text = format!("{side}: ");
+        let names: Vec<&str> = pairs.iter().take(SHOWN).map(|p| **p).collect();
+        text.push_str(&names.join(", "));
+        if pairs.len() > SHOWN {
+            let _ = write!(text, " and {} more", pairs.len() - SHOWN);
+        }
+        text
+    };
+    let only_here: Vec<&&str> = mine.iter().filter(|p| !theirs.contains(p)).collect();
+    let only_there: Vec<&&str> = theirs.iter().filter(|p| !mine.contains(p)).collect();
+    let mut parts = Vec::new();
+    if !only_here.is_empty() {
+        parts.push(list("only here", only_here));
+    }
+    if !only_there.is_empty() {
+        parts.push(list("only there", only_there));
+    }
+    if parts.is_empty() {
+        "the same services and nodes, with other settings (weights, limits or backup)".to_owned()
+    } else {
+        parts.join("; ")
+    }
+}
+
 /// The value of a verdict. The reason is published only for a down node: an up node's last
 /// reason changes with every probe and would only churn the gossip.
 pub fn verdict_value(v: &Verdict) -> String {
@@ -141,6 +182,32 @@ pub fn fingerprint(services: &[ServiceConfig]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drift_is_described_by_the_nodes_only_one_side_runs() {
+        let keys = [
+            "fp",
+            "v/web/a:1",
+            "c/web/a:1",
+            "v/web/b:1",
+            "d/web/b:1",
+            "v/api/c:1",
+        ];
+        let mine = published_nodes(keys.into_iter());
+        assert_eq!(mine, ["api/c:1", "web/a:1", "web/b:1"]);
+        let theirs = published_nodes(["v/web/a:1", "v/web/d:1"].into_iter());
+        assert_eq!(
+            differs(&mine, &theirs),
+            "only here: api/c:1, web/b:1; only there: web/d:1"
+        );
+        assert!(differs(&mine, &mine).starts_with("the same services and nodes"));
+        let many: Vec<String> = (0..5).map(|i| format!("web/n{i}:1")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            differs(&many, &[]),
+            "only here: web/n0:1, web/n1:1, web/n2:1 and 2 more"
+        );
+    }
 
     #[test]
     fn verdicts_and_decisions_read_back() {

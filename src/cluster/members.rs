@@ -121,6 +121,7 @@ impl Roster {
         entries: Vec<Entry>,
         mine: &str,
         offset: impl Fn(SocketAddr) -> Option<i64>,
+        mut differs: impl FnMut(&ChitchatId) -> Option<String>,
     ) -> Vec<Member> {
         let now = SystemTime::now();
         let selected = select(me, entries);
@@ -129,8 +130,9 @@ impl Roster {
             let this = id == *me;
             let name = id.node_id.to_string();
             let drift = !this && !fingerprint.is_empty() && fingerprint != mine;
+            let drift_detail = if drift { differs(&id) } else { None };
             if !this && !duplicate {
-                self.log_change(&name, &id, alive, &fingerprint, drift);
+                self.log_change(&name, &id, alive, drift_detail.as_deref());
                 let seen = self.known.entry(name.clone()).or_insert(Seen {
                     alive,
                     joined: false,
@@ -155,6 +157,7 @@ impl Roster {
                 last_seen,
                 fingerprint,
                 drift,
+                drift_detail,
                 this,
                 duplicate,
                 clock_offset_ms: if this {
@@ -234,7 +237,7 @@ impl Roster {
     }
 
     /// Logs a member joining, dying, coming back, or drifting, once per change.
-    fn log_change(&self, name: &str, id: &ChitchatId, alive: bool, fingerprint: &str, drift: bool) {
+    fn log_change(&self, name: &str, id: &ChitchatId, alive: bool, drift: Option<&str>) {
         let address = id.gossip_advertise_addr;
         match self.known.get(name) {
             None if alive => tracing::info!(member = name, %address, "cluster member joined"),
@@ -253,13 +256,17 @@ impl Roster {
             _ => {}
         }
         let before = self.known.get(name).is_some_and(|s| s.drift);
-        if drift && !before {
-            tracing::warn!(member = name, theirs = fingerprint, "cluster member runs other services or nodes than this instance (configuration drift)");
-        } else if before && !drift {
-            tracing::info!(
-                member = name,
-                "cluster member's services and nodes match this instance's again"
-            );
+        match drift {
+            Some(differs) if !before => {
+                tracing::warn!(member = name, differs, "cluster member runs other services or nodes than this instance (configuration drift)");
+            }
+            None if before => {
+                tracing::info!(
+                    member = name,
+                    "cluster member's services and nodes match this instance's again"
+                );
+            }
+            _ => {}
         }
     }
 }

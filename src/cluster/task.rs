@@ -254,7 +254,7 @@ impl Task {
         self.cluster.witness(decision.stamp);
         let (drained, by) = (decision.drained, decision.by.clone());
         if node.peers.adopt(decision, merge::later) {
-            node.set_drained(drained, Some(&by));
+            node.set_drained(drained, &format!("{by} (another instance)"));
         }
     }
 
@@ -270,27 +270,39 @@ impl Task {
         let guard = chitchat.lock().await;
         let me = guard.self_chitchat_id().clone();
         let live: HashSet<ChitchatId> = guard.live_nodes().cloned().collect();
-        let all: Vec<members::Entry> = guard
-            .live_nodes()
-            .chain(guard.dead_nodes())
-            .map(|id| {
-                let fp = guard
-                    .node_state(id)
-                    .and_then(|s| s.get(keys::FINGERPRINT))
-                    .unwrap_or_default()
-                    .to_owned();
-                (id.clone(), live.contains(id), fp)
-            })
-            .collect();
-        drop(guard);
         let mine = self
             .published
             .get(keys::FINGERPRINT)
             .cloned()
             .unwrap_or_default();
+        let my_nodes = keys::published_nodes(self.published.keys().map(String::as_str));
+        // What a drifted member differs in, from the nodes it publishes verdicts for.
+        let mut drifts: HashMap<ChitchatId, String> = HashMap::new();
+        let all: Vec<members::Entry> = guard
+            .live_nodes()
+            .chain(guard.dead_nodes())
+            .map(|id| {
+                let state = guard.node_state(id);
+                let fp = state
+                    .and_then(|s| s.get(keys::FINGERPRINT))
+                    .unwrap_or_default()
+                    .to_owned();
+                if let Some(state) = state.filter(|_| !fp.is_empty() && fp != mine) {
+                    let theirs = keys::published_nodes(state.key_values().map(|(k, _)| k));
+                    drifts.insert(id.clone(), keys::differs(&my_nodes, &theirs));
+                }
+                (id.clone(), live.contains(id), fp)
+            })
+            .collect();
+        drop(guard);
         let traffic = &self.cluster.traffic;
-        self.roster
-            .update(&me, all, &mine, |addr| traffic.offset(addr))
+        self.roster.update(
+            &me,
+            all,
+            &mine,
+            |addr| traffic.offset(addr),
+            |id| drifts.remove(id),
+        )
     }
 }
 
