@@ -13,18 +13,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-for tool in haproxy nginx wrk valgrind strace taskset ss; do
-  command -v "$tool" >/dev/null || missing+=("$tool")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  pkgs=()
-  for tool in "${missing[@]}"; do
-    case $tool in taskset) pkgs+=(util-linux) ;; ss) pkgs+=(iproute2) ;; *) pkgs+=("$tool") ;; esac
-  done
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
-fi
+# shellcheck source=benches/need.sh
+source benches/need.sh
+need haproxy nginx wrk valgrind strace taskset ss
 if [ $# -ge 1 ]; then
   tierlb=$(realpath "$1")
 else

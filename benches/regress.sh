@@ -13,18 +13,9 @@ cd "$(dirname "$0")/.."
 commit=$(git rev-parse --short=12 "$1^{commit}")
 shift
 
-missing=()
-for tool in nginx wrk iperf3 valgrind taskset ss; do
-  command -v "$tool" >/dev/null || missing+=("$tool")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  pkgs=()
-  for tool in "${missing[@]}"; do
-    case $tool in taskset) pkgs+=(util-linux) ;; ss) pkgs+=(iproute2) ;; *) pkgs+=("$tool") ;; esac
-  done
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
-fi
+# shellcheck source=benches/need.sh
+source benches/need.sh
+need nginx wrk iperf3 valgrind taskset ss
 
 cargo build --release --locked --bin tierlb
 baseline="target/regress/bin/tierlb-$commit"
