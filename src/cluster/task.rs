@@ -243,6 +243,7 @@ impl Task {
             if first_from_peer {
                 tracing::warn!(
                     member = %name,
+                    service = %node.service,
                     node = %node.address,
                     ahead = %humantime::format_duration(Duration::from_millis(ahead)),
                     "cluster member's decision is stamped ahead of this instance's clock by more than max_clock_skew: ignored (fix the clock of one of them)"
