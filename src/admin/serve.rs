@@ -179,14 +179,18 @@ async fn regular(stream: TcpStream, router: Router, slot: Slot) {
         .serve_connection(io, TowerToHyperService::new(router));
     let mut connection = std::pin::pin!(connection);
     let ended = tokio::select! {
-        ended = connection.as_mut() => ended,
+        ended = connection.as_mut() => Some(ended),
         () = tokio::time::sleep(LIFETIME) => {
+            // The request in hand is answered, within the response deadline; a client that
+            // stalls mid-request is not waited for longer than that.
             connection.as_mut().graceful_shutdown();
-            connection.await
+            tokio::time::timeout(RESPONSE_TIMEOUT, connection).await.ok()
         }
     };
-    if let Err(e) = ended {
-        tracing::debug!(error = %e, "admin connection ended");
+    match ended {
+        Some(Ok(())) => {}
+        Some(Err(e)) => tracing::debug!(error = %e, "admin connection ended"),
+        None => tracing::debug!("admin connection cut at the end of its lifetime"),
     }
     drop(slot);
 }
