@@ -23,8 +23,11 @@ if [ ! -x "$baseline" ]; then
   tree="target/regress/tree-$commit"
   rm -rf "$tree"
   git worktree add --detach "$tree" "$commit" >/dev/null
-  trap 'git worktree remove --force "$tree" >/dev/null 2>&1 || true' EXIT
-  (cd "$tree" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release --locked --bin tierlb)
+  # The worktree is only for the build (the script ends in exec, so no EXIT trap would run).
+  built=0
+  (cd "$tree" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release --locked --bin tierlb) && built=1
+  git worktree remove --force "$tree"
+  [ "$built" = 1 ] || { echo "cannot build $commit" >&2; exit 1; }
   mkdir -p target/regress/bin
   cp "target/regress/target/release/tierlb" "$baseline"
 fi
