@@ -626,21 +626,25 @@ pub fn metric(text: &str, sample: &str) -> Option<f64> {
 /// printed reason, unless `TIERLB_REQUIRE_TOOLS` is set (CI sets it once it has installed
 /// them), in which case a missing tool fails the test.
 pub fn tool_available(program: &str) -> bool {
-    if Command::new(program)
+    let runs = Command::new(program)
         .arg("--version")
         .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return true;
+        .is_ok_and(|o| o.status.success());
+    present_or_skip(program, runs)
+}
+
+/// `present`, after the rule for what a check needs (a tool, a library): when it is missing,
+/// the check is skipped with a printed reason, unless `TIERLB_REQUIRE_TOOLS` is set, in which
+/// case the test fails.
+pub fn present_or_skip(what: &str, present: bool) -> bool {
+    if !present {
+        assert!(
+            std::env::var_os("TIERLB_REQUIRE_TOOLS").is_none(),
+            "{what} is required (TIERLB_REQUIRE_TOOLS is set) but is not here"
+        );
+        eprintln!("skipping the {what} check: {what} is not installed (bash .ci/run installs it)");
     }
-    assert!(
-        std::env::var_os("TIERLB_REQUIRE_TOOLS").is_none(),
-        "{program} is required (TIERLB_REQUIRE_TOOLS is set) but does not run"
-    );
-    eprintln!(
-        "skipping the {program} check: {program} is not installed (bash .ci/run installs it)"
-    );
-    false
+    present
 }
 
 /// A node that accepts every connection and drops it at once: with a FIN, or with a reset
