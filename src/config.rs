@@ -108,6 +108,17 @@ pub enum ProxyProtocol {
     V2,
 }
 
+impl ProxyProtocol {
+    /// The value as written in the config: `off`, `v1` or `v2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyProtocol::Off => "off",
+            ProxyProtocol::V1 => "v1",
+            ProxyProtocol::V2 => "v2",
+        }
+    }
+}
+
 /// How a service picks its nodes (`balance`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {

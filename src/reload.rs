@@ -219,8 +219,8 @@ fn changes(node: &Node, new: &NodeConfig) -> Option<String> {
         ),
         (
             "proxy_protocol",
-            format!("{:?}", node.proxy_protocol()),
-            format!("{:?}", new.proxy_protocol),
+            node.proxy_protocol().name().to_owned(),
+            new.proxy_protocol.name().to_owned(),
         ),
     ];
     let changed: Vec<String> = pairs

@@ -95,10 +95,8 @@ impl ServiceConfig {
             if node.backup {
                 out.push_str(" backup");
             }
-            match node.proxy_protocol {
-                super::ProxyProtocol::Off => {}
-                super::ProxyProtocol::V1 => out.push_str(" proxy_protocol v1"),
-                super::ProxyProtocol::V2 => out.push_str(" proxy_protocol v2"),
+            if node.proxy_protocol != super::ProxyProtocol::Off {
+                let _ = write!(out, " proxy_protocol {}", node.proxy_protocol.name());
             }
             if !node.source.is_empty() {
                 let list: Vec<String> = node.source.iter().map(ToString::to_string).collect();
