@@ -122,6 +122,7 @@ async fn prometheus(State(shared): State<Arc<Shared>>, Extension(cluster): Membe
                     l.active.load(Relaxed),
                 ],
                 queue: Arc::clone(&service.queue),
+                entries: service.found.stats(),
             }
         })
         .collect();

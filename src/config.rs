@@ -16,6 +16,7 @@ use std::time::Duration;
 
 mod address;
 mod cluster;
+mod discover;
 mod duration;
 mod nodes;
 mod schema;
@@ -25,6 +26,7 @@ mod walk;
 
 pub use address::{parse_listen, parse_node_flag, Cidr, NodeAddr};
 pub use cluster::{ClusterConfig, Secret, DEFAULT_GOSSIP_INTERVAL, MIN_SECRET_LEN};
+pub use discover::{DiscoverConfig, Target, DEFAULT_MAX_NODES};
 pub use duration::show as show_duration;
 
 /// Default probe interval.
@@ -63,6 +65,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Several instances acting as one (`[cluster]`); `None` runs alone.
     pub cluster: Option<ClusterConfig>,
+    /// The DNS servers asked for node names (`resolvers`); empty: those of /etc/resolv.conf.
+    pub resolvers: Vec<SocketAddr>,
     /// Values that are legal but likely wrong, each naming the file, line and key.
     pub warnings: Vec<String>,
 }
@@ -76,6 +80,8 @@ pub struct ServiceConfig {
     pub listen: SocketAddr,
     /// Backend nodes, in the order given.
     pub nodes: Vec<NodeConfig>,
+    /// Names whose every address is a node of its own (`discover`), in the order given.
+    pub discover: Vec<DiscoverConfig>,
     /// How a node is picked.
     pub balance: Balance,
     /// Active probe settings.
@@ -250,8 +256,8 @@ pub enum ConfigError {
     /// A command-line value or environment variable is wrong (the message says which).
     #[error("{0}")]
     Usage(String),
-    /// Neither the file nor `-p` gave a node.
-    #[error("no nodes configured: add `nodes = [\"host:port\", ...]` to the config file or pass -p host:port")]
+    /// Neither the file nor `-p` gave a node, and nothing is discovered.
+    #[error("no nodes configured: add `nodes = [\"host:port\", ...]` or `discover = [{{ dns = \"name:port\" }}]` to the config file, or pass -p host:port")]
     NoNodes,
     /// Neither the file nor `-l` gave a listen address.
     #[error(

@@ -1,4 +1,4 @@
-//! Connecting to nodes: name resolution, one attempt with a timeout, its failure classified and
+//! Connecting to nodes: a named node's addresses in turn, one attempt with a timeout, its failure classified and
 //! counted, the node told, and the retry on the next-best other node.
 
 use std::io;
@@ -122,14 +122,35 @@ pub enum ConnectError {
     NoneAvailable,
 }
 
-/// Resolves `node` (names are cached for `dns_ttl`) and connects, all within `timeout`.
-pub async fn open(
+/// Connects to `node` within `timeout`. A named node's addresses (kept by its background
+/// lookups; a connect never waits for DNS) are tried in turn: one refused or timed out is
+/// set aside and the next is tried, each within `timeout`, before the node is charged.
+pub async fn open(node: &Node, timeout: Duration) -> Result<TcpStream, AttemptError> {
+    if let Some(target) = node.address.socket_addr() {
+        return open_at(node, target, timeout).await;
+    }
+    let mut last = None;
+    for target in node.addresses.order(node.address.host())? {
+        match open_at(node, target, timeout).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) if error.kind().is_some() => {
+                tracing::debug!(service = %node.service, node = %node.address, address = %target, %error, "address of a named node failed; trying its next one");
+                node.addresses.mark(target, true);
+                last = Some(error);
+            }
+            Err(local) => return Err(local),
+        }
+    }
+    Err(last.unwrap_or(AttemptError::Unanswered("no address left to try")))
+}
+
+/// Connects to one address of `node` within `timeout`.
+pub async fn open_at(
     node: &Node,
+    target: SocketAddr,
     timeout: Duration,
-    dns_ttl: Duration,
 ) -> Result<TcpStream, AttemptError> {
     let attempt = async {
-        let target = node.dns.resolve(&node.address, dns_ttl).await?;
         let socket =
             net::node_socket(target, node.source.pick(target)).map_err(AttemptError::Local)?;
         net::connect(socket, target)
@@ -225,7 +246,7 @@ pub async fn connect(
     let nodes = &upstream.nodes;
     let list = &nodes.nodes;
     let settings = &upstream.settings;
-    let (timeout, dns_ttl) = (settings.timeouts.connect, settings.dns_ttl);
+    let timeout = settings.timeouts.connect;
     while attempts.made <= settings.retries {
         let Some(mut i) = upstream.pick(key, &attempts.tried) else {
             break;
@@ -251,7 +272,7 @@ pub async fn connect(
         }
         attempts.made += 1;
         let started = Instant::now();
-        let opened = match open(node, timeout, dns_ttl).await {
+        let opened = match open(node, timeout).await {
             Ok(mut stream) => introduce(&mut stream, node, client, timeout)
                 .await
                 .map(|()| stream),

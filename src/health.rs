@@ -2,14 +2,17 @@
 //!
 //! A probe connects within `health.timeout`; with `send` it writes those bytes, with `expect`
 //! it passes only if the reply starts with those bytes. The result feeds the same
-//! [`Node::observe`] as real connects do. A node that turns suspect (a cluster peer reports it
+//! [`Node::observe`] as real connects do. A named node is probed at every address of its
+//! last answer at once; each address's result sets it aside or takes it back for connects. A node that turns suspect (a cluster peer reports it
 //! down) is probed at once, out of turn. Probes run as their own tasks and never hold
 //! anything the data path waits on.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +20,7 @@ use crate::connect::{self, AttemptError};
 use crate::node::{Node, Observation, Source};
 use crate::proxy_protocol;
 use crate::service::Service;
-use crate::upstream::Settings;
+use crate::upstream::{Settings, Upstream};
 
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,12 +61,46 @@ impl ProbeError {
     }
 }
 
-/// Probes `node` once with the given settings. A name is resolved again once its answer is
-/// older than `dns_ttl`.
-pub async fn probe(node: &Node, settings: &Settings) -> Result<(), ProbeError> {
+/// Probes `node` once. A node at an IP address is probed there; a named node at every address
+/// of its last answer at once, each address set aside or taken back by its own result; it
+/// passes when one of them does.
+pub async fn probe(node: &Arc<Node>, upstream: &Arc<Upstream>) -> Result<(), ProbeError> {
+    if let Some(target) = node.address.socket_addr() {
+        return probe_at(node, target, &upstream.settings).await;
+    }
+    // No answer yet: the probe fails with the lookup's reason.
+    node.addresses
+        .order(node.address.host())
+        .map_err(AttemptError::from)?;
+    let mut probes = JoinSet::new();
+    for (target, _) in node.addresses.snapshot() {
+        let (node, upstream) = (Arc::clone(node), Arc::clone(upstream));
+        probes.spawn(async move {
+            let result = probe_at(&node, target, &upstream.settings).await;
+            node.addresses.mark(target, result.is_err());
+            result
+        });
+    }
+    // Every address's result is waited for, so each is marked.
+    let (mut passed, mut last) = (false, None);
+    while let Some(joined) = probes.join_next().await {
+        match joined {
+            Ok(Ok(())) => passed = true,
+            Ok(Err(e)) => last = Some(e),
+            Err(e) => last = Some(ProbeError::Io(std::io::Error::other(e))),
+        }
+    }
+    match last {
+        Some(e) if !passed => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Probes one address of `node` with the given settings.
+async fn probe_at(node: &Node, target: SocketAddr, settings: &Settings) -> Result<(), ProbeError> {
     let health = &settings.health;
     let exchange = async {
-        let mut stream = connect::open(node, health.timeout, settings.dns_ttl).await?;
+        let mut stream = connect::open_at(node, target, health.timeout).await?;
         // A node that reads PROXY headers is told this is no client (v2 LOCAL, v1 UNKNOWN).
         if let Some(header) = proxy_protocol::probe_header(node.proxy_protocol()) {
             stream.write_all(&header).await?;
@@ -115,7 +152,7 @@ pub async fn run(node: Arc<Node>, service: Arc<Service>, stop: CancellationToken
     }
 }
 
-async fn probe_loop(node: &Node, service: &Service) {
+async fn probe_loop(node: &Arc<Node>, service: &Service) {
     let first = service
         .upstream()
         .settings
@@ -138,7 +175,7 @@ async fn probe_loop(node: &Node, service: &Service) {
         } else {
             Observation::Accepted
         };
-        let result = probe(node, settings).await;
+        let result = probe(node, &upstream).await;
         let nodes = &upstream.nodes;
         match result {
             Ok(()) => {

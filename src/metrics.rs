@@ -85,6 +85,15 @@ pub const CLUSTER_SEND_ERRORS: &str = "tierlb_cluster_send_errors_total";
 /// Peers' drain decisions ignored for a stamp too far ahead of this instance's clock.
 pub const CLUSTER_SKEWED: &str = "tierlb_cluster_decisions_rejected_total";
 
+/// Lookups made by a `discover` entry.
+pub const DISCOVERY_LOOKUPS: &str = "tierlb_discovery_lookups_total";
+/// Lookups of a `discover` entry that failed or came back empty (the last good set was kept).
+pub const DISCOVERY_ERRORS: &str = "tierlb_discovery_errors_total";
+/// Addresses in a `discover` entry's last good answer.
+pub const DISCOVERY_FOUND: &str = "tierlb_discovery_found_addresses";
+/// 1 for each node a `discover` entry found, labelled with the entry.
+pub const NODE_DISCOVERED: &str = "tierlb_node_discovered";
+
 /// Process-wide counters.
 #[derive(Debug, Default)]
 pub struct ProcessStats {

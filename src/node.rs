@@ -28,7 +28,7 @@ mod state;
 mod stats;
 mod turns;
 
-pub use dns::{DnsCache, DnsError};
+pub use dns::{Addresses, DnsError, Order};
 pub use peers::{Decision, PeerReport, PeerView, Verdict};
 pub use ramp::Ramp;
 pub use recent::{Recent, Sample};
@@ -96,8 +96,10 @@ pub struct Node {
     pub stats: NodeStats,
     /// The last probe result, or the last failed connect if more recent.
     last_check: Mutex<Option<Check>>,
-    /// Recent DNS answers for a named node.
-    pub dns: DnsCache,
+    /// The addresses of a named node, kept by its background lookups.
+    pub addresses: Addresses,
+    /// The `discover` entry that found the node (`None` for a node of `nodes`).
+    found_by: Mutex<Option<Arc<str>>>,
     /// What the other instances of the cluster say about the node.
     pub peers: PeerView,
     /// Its slow start.
@@ -127,7 +129,8 @@ impl Node {
             removed: CancellationToken::new(),
             stats: NodeStats::default(),
             last_check: Mutex::new(None),
-            dns: DnsCache::default(),
+            addresses: Addresses::default(),
+            found_by: Mutex::new(None),
             peers: PeerView::default(),
             ramp: Ramp::default(),
             source: Sources::default(),
@@ -153,6 +156,18 @@ impl Node {
         self.rise.store(rise, Ordering::Relaxed);
         self.fall.store(fall, Ordering::Relaxed);
         self.source.set(&config.source);
+    }
+
+    /// The `discover` entry that found the node, as `dns name:port` or `srv name`.
+    pub fn found_by(&self) -> Option<Arc<str>> {
+        self.found_by.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Records which `discover` entry found the node (`None`: it is listed in `nodes`).
+    pub fn set_found_by(&self, entry: Option<Arc<str>>) {
+        if let Ok(mut found_by) = self.found_by.lock() {
+            *found_by = entry;
+        }
     }
 
     /// The PROXY header the node is sent before a client's bytes.

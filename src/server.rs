@@ -14,14 +14,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::Cluster;
+use crate::config::Target;
 use crate::config::{show_duration, Config, ServiceConfig};
+use crate::dns::Resolver;
 use crate::limits::Budget;
 use crate::listener::{self, Limits};
 use crate::node::Node;
-use crate::reload::{self, Start};
+use crate::reload;
+use crate::roster::{self, Start};
 use crate::service::Service;
 use crate::state::Shared;
-use crate::{admin, buffers, health, net, splice};
+use crate::{admin, buffers, discovery, health, net, splice};
 
 /// A configuration read again on SIGHUP, or why it could not be.
 pub type Reload = Result<Config, crate::config::ConfigError>;
@@ -53,8 +56,14 @@ fn bind(service: &ServiceConfig) -> io::Result<TcpListener> {
     })
 }
 
-/// What starts the tasks of services and nodes, at start and on reload.
+/// How long serving waits at start for the first answers of DNS names, at most.
+const FIRST_ANSWERS: Duration = Duration::from_secs(5);
+
+/// What starts the tasks of services and nodes, at start, on reload and when a name's
+/// answer changes.
+#[derive(Clone)]
 struct Tasks {
+    resolver: Resolver,
     probes: TaskTracker,
     stop_probes: CancellationToken,
     loops: TaskTracker,
@@ -67,7 +76,27 @@ struct Tasks {
 impl Start for Tasks {
     fn probe(&self, node: Arc<Node>, service: &Arc<Service>) {
         // The probe's log lines (node down/up) name the service themselves: it is the node's.
+        if node.address.socket_addr().is_none() {
+            let follow = discovery::follow_name(
+                Arc::clone(&node),
+                Arc::clone(service),
+                self.resolver.clone(),
+                self.stop_probes.clone(),
+            );
+            self.probes.spawn(follow);
+        }
         let run = health::run(node, Arc::clone(service), self.stop_probes.clone());
+        self.probes.spawn(run);
+    }
+
+    fn discover(&self, service: &Arc<Service>, target: Target, stop: CancellationToken) {
+        let run = discovery::run_entry(
+            Arc::clone(service),
+            target,
+            stop,
+            self.resolver.clone(),
+            self.clone(),
+        );
         self.probes.spawn(run);
     }
 
@@ -100,10 +129,23 @@ pub async fn serve(
     shutdown: CancellationToken,
     mut reloads: mpsc::UnboundedReceiver<Reload>,
 ) -> io::Result<()> {
-    let nodes = config.services.iter().map(|s| s.nodes.len()).sum();
+    // Each entry may find up to its max_nodes nodes, each probed.
+    let nodes = config
+        .services
+        .iter()
+        .map(|s| {
+            s.nodes.len()
+                + s.discover
+                    .iter()
+                    .map(|d| d.max_nodes as usize)
+                    .sum::<usize>()
+        })
+        .sum();
     let budget = Budget::current(nodes);
     buffers::set_pipe_limit(budget.pipes as usize);
+    let resolver = Resolver::new(&config.resolvers).map_err(io::Error::other)?;
     let tasks = Tasks {
+        resolver,
         probes: TaskTracker::new(),
         stop_probes: CancellationToken::new(),
         loops: TaskTracker::new(),
@@ -119,6 +161,7 @@ pub async fn serve(
             service = %service.name,
             addr = %bound,
             nodes = service.nodes.len(),
+            discover = service.discover.len(),
             retries = service.retries,
             connect_timeout = %show_duration(service.timeouts.connect),
             "listening"
@@ -150,10 +193,17 @@ pub async fn serve(
             admin_stop,
         )?;
     }
-    for ((service, listener), max) in services.iter().zip(listeners).zip(limits) {
+    for service in &services {
         for node in &service.upstream().nodes.nodes {
             tasks.probe(Arc::clone(node), service);
         }
+        roster::start_entries(service, &tasks);
+    }
+    // Clients wait in the accept queue meanwhile, rather than find no node.
+    if !discovery::settle(&services, FIRST_ANSWERS).await {
+        tracing::warn!(within = %show_duration(FIRST_ANSWERS), "some DNS names have not answered yet: serving with the nodes known; their lookups go on");
+    }
+    for ((service, listener), max) in services.iter().zip(listeners).zip(limits) {
         tasks.serve(Arc::clone(service), listener, max);
     }
 

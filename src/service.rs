@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceConfig;
+use crate::found::Found;
 use crate::metrics::ListenerStats;
 use crate::queue::Queue;
 use crate::throttle::Throttle;
@@ -33,6 +34,8 @@ pub struct Service {
     pub queue: Arc<Queue>,
     /// Cancelled when the service stops accepting: at shutdown, or when a reload removes it.
     pub stop: CancellationToken,
+    /// What its `discover` entries found, and its configuration in force.
+    pub found: Found,
 }
 
 impl Service {
@@ -47,6 +50,7 @@ impl Service {
             client_failures: Throttle::default(),
             next_pick: AtomicUsize::new(0),
             queue: Arc::default(),
+            found: Found::new(config, &stop),
             stop,
         }
     }

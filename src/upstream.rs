@@ -54,7 +54,9 @@ impl Settings {
             sends_proxy: config
                 .nodes
                 .iter()
-                .any(|n| n.proxy_protocol != crate::config::ProxyProtocol::Off),
+                .map(|n| n.proxy_protocol)
+                .chain(config.discover.iter().map(|d| d.proxy_protocol))
+                .any(|p| p != crate::config::ProxyProtocol::Off),
         }
     }
 }
@@ -95,10 +97,12 @@ impl Upstream {
             settings: Settings::of(config),
             nodes,
             strategy: strategy(config.balance),
-            queue: config
-                .timeouts
-                .queue
-                .filter(|_| config.nodes.iter().any(|n| n.max_connections.is_some())),
+            queue: config.timeouts.queue.filter(|_| {
+                let limits = config.nodes.iter().map(|n| n.max_connections);
+                limits
+                    .chain(config.discover.iter().map(|d| d.max_connections))
+                    .any(|m| m.is_some())
+            }),
         }
     }
 

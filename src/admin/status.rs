@@ -95,6 +95,13 @@ fn service_json(service: &Service) -> Value {
             "queue_timeouts": service.queue.timeouts.load(Relaxed),
         },
         "nodes": nodes.nodes.iter().map(|n| node_json(n)).collect::<Vec<_>>(),
+        "discover": service.found.stats().iter().map(|(entry, stats, found)| json!({
+            "entry": &**entry,
+            "found": found,
+            "lookups": stats.lookups(),
+            "errors": stats.errors(),
+            "failing": stats.failing(),
+        })).collect::<Vec<_>>(),
         "retired": nodes.retired.iter().filter(|n| n.active() > 0).map(|n| json!({
             "address": n.address.to_string(),
             "active": n.active(),
@@ -147,6 +154,13 @@ pub(super) fn node_json(n: &Node) -> Value {
     });
     json!({
         "address": n.address.to_string(),
+        "found_by": n.found_by().as_deref(),
+        "addresses": n.address.socket_addr().is_none().then(|| {
+            n.addresses.snapshot().iter().map(|(addr, set_aside)| json!({
+                "address": addr.to_string(),
+                "set_aside": set_aside,
+            })).collect::<Vec<_>>()
+        }),
         "state": state(n),
         "up": health.up,
         "probation": health.probation,

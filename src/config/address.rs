@@ -70,6 +70,17 @@ impl fmt::Display for NodeAddr {
     }
 }
 
+impl From<SocketAddr> for NodeAddr {
+    /// The node at an IP address, as a discovered node is.
+    fn from(addr: SocketAddr) -> NodeAddr {
+        NodeAddr {
+            host: addr.ip().to_string().into_boxed_str(),
+            port: addr.port(),
+            ip: Some(addr.ip()),
+        }
+    }
+}
+
 impl FromStr for NodeAddr {
     type Err = String;
 

@@ -17,9 +17,11 @@ use super::{
 /// Most runtime threads: far more than any machine's cores, far fewer than would exhaust it.
 const MAX_THREADS: u32 = 1024;
 
-const TOP_KEYS: [&str; 16] = [
+const TOP_KEYS: [&str; 18] = [
     "listen",
     "nodes",
+    "discover",
+    "resolvers",
     "balance",
     "retries",
     "dns_ttl",
@@ -54,6 +56,7 @@ pub(super) fn read(text: &str, path: &str, overrides: &Overrides) -> Result<Conf
     let threads = walk.count(&top, "threads", 1, MAX_THREADS);
     let admin = admin(&mut walk, &top, overrides);
     let cluster = super::cluster::read(&mut walk, &top, path, overrides.cluster_advertise);
+    let resolvers = super::discover::resolvers(&mut walk, &top);
     let services = if top.table.contains_key("services") {
         several(&mut walk, &top, overrides)?
     } else {
@@ -68,6 +71,7 @@ pub(super) fn read(text: &str, path: &str, overrides: &Overrides) -> Result<Conf
         threads: threads.map_or_else(default_threads, |t| t as usize),
         admin,
         cluster,
+        resolvers,
         warnings: Vec::new(),
     };
     likely_wrong(&mut walk, &top, &config);
@@ -132,7 +136,7 @@ fn several(
     top: &Section<'_>,
     overrides: &Overrides,
 ) -> Result<Vec<ServiceConfig>, ConfigError> {
-    for key in ["listen", "nodes", "max_connections", "balance"] {
+    for key in ["listen", "nodes", "discover", "max_connections", "balance"] {
         if let Some((_, span)) = walk.item(top, key) {
             let message = "belongs in a service when there are [services] tables: move it into each [services.NAME]".to_owned();
             walk.error(key, &span, message);
@@ -206,8 +210,13 @@ fn several(
                 "listen" => flags.0.is_some(),
                 _ => !flags.1.is_empty(),
             };
-            if !(item_table.contains_key(required) || from_flags) {
-                let message = format!("has no `{required}`");
+            let discovers = required == "nodes" && item_table.contains_key("discover");
+            if !(item_table.contains_key(required) || from_flags || discovers) {
+                let message = if required == "nodes" {
+                    "has no `nodes` and no `discover`".to_owned()
+                } else {
+                    format!("has no `{required}`")
+                };
                 walk.error(&key, &span, message);
             }
         }
@@ -279,8 +288,9 @@ fn likely_wrong(walk: &mut Walk<'_>, top: &Section<'_>, c: &Config) {
         }
         let nodes = service.nodes.len();
         let (key, span) = written(top, &prefix, &["retries"]);
-        // Only a value someone wrote: the default with a single node is no mistake.
-        if span.is_some() && service.retries as usize >= nodes {
+        // Only a value someone wrote: the default with a single node is no mistake. Discovered
+        // nodes are not known yet.
+        if span.is_some() && service.retries as usize >= nodes && service.discover.is_empty() {
             let message = format!(
                 "is {}, but with {nodes} node(s) a client can be retried at most {} time(s): each node is tried once per client",
                 service.retries,

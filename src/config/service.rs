@@ -34,9 +34,10 @@ const TIMEOUT_KEYS: [&str; 7] = [
     "queue",
 ];
 /// The keys of a `[services.NAME]` table.
-pub(super) const SERVICE_KEYS: [&str; 12] = [
+pub(super) const SERVICE_KEYS: [&str; 13] = [
     "listen",
     "nodes",
+    "discover",
     "balance",
     "retries",
     "dns_ttl",
@@ -87,6 +88,12 @@ pub(super) fn service(
     } else {
         Some(flag_nodes(flags.1, &inherit)?)
     };
+    let discover = super::discover::entries(walk, section, &inherit).unwrap_or_default();
+    // `discover` alone is enough: its nodes come from DNS.
+    let nodes = match nodes {
+        None if !discover.is_empty() && !section.table.contains_key("nodes") => Some(Vec::new()),
+        nodes => nodes,
+    };
     let accept_proxy_from = ranges(walk, section).unwrap_or_else(|| base.accept_proxy_from.clone());
     let balance = balance(walk, section);
     let retries = walk.count(section, "retries", 0, u32::MAX);
@@ -102,6 +109,7 @@ pub(super) fn service(
         name: name.to_owned(),
         listen,
         nodes,
+        discover,
         balance,
         retries: retries.unwrap_or(base.retries),
         dns_ttl: dns_ttl.unwrap_or(base.dns_ttl),

@@ -56,6 +56,10 @@ impl Config {
             };
             let _ = writeln!(out, "cluster secret {} ({keys})", c.secret_origin);
         }
+        if !self.resolvers.is_empty() {
+            let list: Vec<String> = self.resolvers.iter().map(ToString::to_string).collect();
+            let _ = writeln!(out, "resolvers {}", list.join(", "));
+        }
         let _ = writeln!(out, "threads {}", self.threads);
         for warning in &self.warnings {
             let _ = writeln!(out, "warning: {warning}");
@@ -101,6 +105,26 @@ impl ServiceConfig {
             if !node.source.is_empty() {
                 let list: Vec<String> = node.source.iter().map(ToString::to_string).collect();
                 let _ = write!(out, " source {}", list.join(","));
+            }
+            out.push('\n');
+        }
+        for entry in &self.discover {
+            let _ = write!(
+                out,
+                "discover {} max_nodes {}",
+                entry.target, entry.max_nodes
+            );
+            if matches!(entry.target, super::Target::Dns(_)) {
+                let _ = write!(out, " weight {}", entry.weight);
+            }
+            if let Some(max) = entry.max_connections {
+                let _ = write!(out, " max_connections {max}");
+            }
+            if entry.backup {
+                out.push_str(" backup");
+            }
+            if entry.proxy_protocol != super::ProxyProtocol::Off {
+                let _ = write!(out, " proxy_protocol {}", entry.proxy_protocol.name());
             }
             out.push('\n');
         }

@@ -19,11 +19,13 @@ use super::{
     NODE_DRAINED, NODE_PEER_ACTIVE, NODE_PEER_DOWN, NODE_PROBE_FAILURES, NODE_RECEIVED_BYTES,
     NODE_RETRIES, NODE_SENT_BYTES, NODE_SUSPECT, NODE_TRANSITIONS, NODE_UP, RELOADS,
 };
+use crate::found::EntryStats;
 use crate::node::{FailureKind, Node};
 use crate::queue::Queue;
 use crate::timings::Timings;
 
 mod cluster;
+mod discovery;
 mod process;
 mod queue;
 
@@ -59,6 +61,8 @@ pub struct ServiceScrape {
     pub listener: [u64; 4],
     /// Its queue.
     pub queue: Arc<Queue>,
+    /// Its `discover` entries: name, counters, addresses in the last good answer.
+    pub entries: Vec<(Arc<str>, Arc<EntryStats>, usize)>,
 }
 
 /// Renders a scrape in the Prometheus text format (version 0.0.4).
@@ -349,6 +353,7 @@ impl Collector for Scrape {
         }
         self.nodes(&mut encoder)?;
         self.listener(&mut encoder)?;
-        queue::encode(&self.services, &mut encoder)
+        queue::encode(&self.services, &mut encoder)?;
+        discovery::encode(&self.services, &mut encoder)
     }
 }

@@ -1,0 +1,196 @@
+//! A service's node list put in force: the nodes of `nodes` followed by those its `discover`
+//! entries found, compared by address with the nodes in service. A node that stays is the
+//! same [`Node`] (health, active count, counters, drain) with its settings updated; a new one
+//! starts up on probation, in slow start, with its own probe loop; a node that goes leaves the
+//! pick at once and its open connections run to their end ("retired" while they do). Both
+//! a reload and an entry's changed answer come here, one at a time (the service's
+//! [`crate::found::Found`] lock).
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DiscoverConfig, NodeAddr, NodeConfig, ServiceConfig, Target};
+use crate::found::{Entry, Roster};
+use crate::node::{Node, NodeSet};
+use crate::service::Service;
+use crate::upstream::Upstream;
+
+/// What starts the tasks of new nodes, entries and services.
+pub trait Start {
+    /// Starts the tasks of `node`, a node of `service`: its probe loop, and for a named node
+    /// the lookups of its name.
+    fn probe(&self, node: Arc<Node>, service: &Arc<Service>);
+    /// Starts the lookups of the entry `target` of `service`, until `stop`.
+    fn discover(&self, service: &Arc<Service>, target: Target, stop: CancellationToken);
+    /// A token that stops a new service's accept loop (cancelled at shutdown too).
+    fn stop_token(&self) -> CancellationToken;
+    /// Starts serving `service` on `listener`, with its own `max_connections`.
+    fn serve(&self, service: Arc<Service>, listener: TcpListener, max_connections: Option<u32>);
+}
+
+/// Starts the lookups of every entry of a service that is starting to serve.
+pub fn start_entries(service: &Arc<Service>, start: &impl Start) {
+    for entry in &service.found.lock().entries {
+        start.discover(service, entry.target.clone(), entry.stop.clone());
+    }
+}
+
+/// Puts a reloaded configuration of a kept service in force: entries kept by target keep
+/// their answers, new ones start their lookups, removed ones stop; then the node list.
+pub fn reconfigure(service: &Arc<Service>, new: &ServiceConfig, start: &impl Start) {
+    let mut roster = service.found.lock();
+    let mut old: Vec<Entry> = std::mem::take(&mut roster.entries);
+    for d in &new.discover {
+        match old.iter().position(|e| e.target == d.target) {
+            Some(i) => roster.entries.push(old.swap_remove(i)),
+            None => {
+                let entry = Entry::new(&d.target, &service.stop);
+                start.discover(service, d.target.clone(), entry.stop.clone());
+                roster.entries.push(entry);
+            }
+        }
+    }
+    for gone in old {
+        gone.stop.cancel();
+        tracing::info!(service = %new.name, entry = %gone.name, "discover entry removed; its nodes are removed");
+    }
+    roster.config = new.clone();
+    apply(service, &roster, start);
+}
+
+/// The nodes the roster asks for, each with the entry that found it: the listed nodes, then
+/// each entry's (at most its `max_nodes`), an address taken once, by the first to give it.
+pub fn compose(roster: &Roster) -> Vec<(NodeConfig, Option<Arc<str>>)> {
+    let mut out: Vec<(NodeConfig, Option<Arc<str>>)> = roster
+        .config
+        .nodes
+        .iter()
+        .map(|n| (n.clone(), None))
+        .collect();
+    for entry in &roster.entries {
+        let Some(d) = roster
+            .config
+            .discover
+            .iter()
+            .find(|d| d.target == entry.target)
+        else {
+            continue;
+        };
+        let found = entry.answer.iter().flatten().take(d.max_nodes as usize);
+        for record in found {
+            let node = DiscoverConfig::node(d, record.addr, record.weight, record.backup);
+            if !out.iter().any(|(n, _)| n.address == node.address) {
+                out.push((node, Some(Arc::clone(&entry.name))));
+            }
+        }
+    }
+    out
+}
+
+/// Puts the roster's node list in force on `service`.
+pub fn apply(service: &Arc<Service>, roster: &Roster, start: &impl Start) {
+    let new = &roster.config;
+    let wanted = compose(roster);
+    let upstream = service.upstream();
+    let current = &upstream.nodes;
+    let (rise, fall) = (new.health.rise, new.health.fall);
+    let name: Arc<str> = Arc::from(new.name.as_str());
+    let (mut kept, mut added) = (0, 0);
+    let nodes: Vec<Arc<Node>> = wanted
+        .iter()
+        .map(|(config, found_by)| {
+            let node = match current.nodes.iter().find(|n| n.address == config.address) {
+                Some(node) => {
+                    kept += 1;
+                    if let Some(changed) = changes(node, config) {
+                        tracing::info!(service = %new.name, node = %node.address, %changed, "node changed");
+                    }
+                    node.configure(config, rise, fall);
+                    Arc::clone(node)
+                }
+                None => {
+                    added += 1;
+                    let node = Arc::new(Node::new(config, &name, rise, fall));
+                    node.ramp.set_window(new.health.slow_start);
+                    node.ramp.start();
+                    match found_by {
+                        Some(entry) => {
+                            tracing::info!(service = %new.name, node = %node.address, %entry, "node found; probing");
+                        }
+                        None => tracing::info!(service = %new.name, node = %node.address, "node added; probing"),
+                    }
+                    start.probe(Arc::clone(&node), service);
+                    node
+                }
+            };
+            node.ramp.set_window(new.health.slow_start);
+            node.set_found_by(found_by.clone());
+            node
+        })
+        .collect();
+    let mut retired: Vec<Arc<Node>> = current
+        .retired
+        .iter()
+        .filter(|n| n.active() > 0)
+        .cloned()
+        .collect();
+    let stays = |a: &NodeAddr| wanted.iter().any(|(n, _)| n.address == *a);
+    let mut removed = 0;
+    for node in current.nodes.iter().filter(|n| !stays(&n.address)) {
+        removed += 1;
+        node.removed.cancel();
+        let open = node.active();
+        match node.found_by() {
+            Some(entry) => {
+                tracing::info!(service = %new.name, node = %node.address, %entry, open, "node no longer found; removed, its open connections run to their end")
+            }
+            None => {
+                tracing::info!(service = %new.name, node = %node.address, open, "node removed; its open connections run to their end")
+            }
+        }
+        if open > 0 {
+            retired.push(Arc::clone(node));
+        }
+    }
+    if added > 0 || removed > 0 {
+        tracing::info!(service = %new.name, kept, added, removed, "nodes changed");
+    }
+    let nodes = NodeSet::from_parts(nodes, retired, current);
+    service.set_upstream(Upstream::with_nodes(new, nodes));
+}
+
+/// What changes in a kept node's settings, as `weight 1 -> 3, backup false -> true` (weight,
+/// max_connections, backup, proxy_protocol); `None` when nothing.
+fn changes(node: &Node, new: &NodeConfig) -> Option<String> {
+    let limit = |m: Option<u32>| m.map_or_else(|| "none".to_owned(), |m| m.to_string());
+    let pairs = [
+        (
+            "weight",
+            node.weight().to_string(),
+            new.weight.max(1).to_string(),
+        ),
+        (
+            "max_connections",
+            limit(node.max_connections()),
+            limit(new.max_connections),
+        ),
+        (
+            "backup",
+            node.is_backup().to_string(),
+            new.backup.to_string(),
+        ),
+        (
+            "proxy_protocol",
+            node.proxy_protocol().name().to_owned(),
+            new.proxy_protocol.name().to_owned(),
+        ),
+    ];
+    let changed: Vec<String> = pairs
+        .into_iter()
+        .filter(|(_, old, new)| old != new)
+        .map(|(key, old, new)| format!("{key} {old} -> {new}"))
+        .collect();
+    (!changed.is_empty()).then(|| changed.join(", "))
+}
