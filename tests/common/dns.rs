@@ -165,13 +165,31 @@ async fn answer(zone: &Mutex<Zone>, query: &[u8]) -> Option<Vec<u8>> {
     let owner = Name::from_ascii(format!("{name}.")).ok()?;
     let known = z.addresses.contains_key(&name) || z.srv.contains_key(&name);
     let records: Vec<RData> = match question.query_type {
-        RecordType::A => z.addresses.get(&name).into_iter().flatten()
-            .filter_map(|ip| match ip { IpAddr::V4(v4) => Some(RData::A(A(*v4))), IpAddr::V6(_) => None })
+        RecordType::A => z
+            .addresses
+            .get(&name)
+            .into_iter()
+            .flatten()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(v4) => Some(RData::A(A(*v4))),
+                IpAddr::V6(_) => None,
+            })
             .collect(),
-        RecordType::AAAA => z.addresses.get(&name).into_iter().flatten()
-            .filter_map(|ip| match ip { IpAddr::V6(v6) => Some(RData::AAAA(AAAA(*v6))), IpAddr::V4(_) => None })
+        RecordType::AAAA => z
+            .addresses
+            .get(&name)
+            .into_iter()
+            .flatten()
+            .filter_map(|ip| match ip {
+                IpAddr::V6(v6) => Some(RData::AAAA(AAAA(*v6))),
+                IpAddr::V4(_) => None,
+            })
             .collect(),
-        RecordType::SRV => z.srv.get(&name).into_iter().flatten()
+        RecordType::SRV => z
+            .srv
+            .get(&name)
+            .into_iter()
+            .flatten()
             .filter_map(|(priority, weight, port, target)| {
                 let target = Name::from_ascii(format!("{}.", key(target))).ok()?;
                 Some(RData::SRV(SRV::new(*priority, *weight, *port, target)))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The container set-up run for real: builds the project's images, then runs
-# examples/compose.yaml (tierlb in front of node1-node3) and examples/cluster/compose.yaml (two
-# tierlb instances as one cluster) through tests/docker/scenarios.py. Everything it creates
+# examples/compose.yaml (tierlb in front of node1-node3), examples/compose.scaled.yaml (one
+# name scaled 3 -> 5 -> 2) and examples/cluster/compose.yaml (two tierlb instances as one
+# cluster) through tests/docker/scenarios.py. Everything it creates
 # (containers, networks, images, stand-in base images, files) is named after this run and
 # removed on exit, even on failure, so two runs at once never share anything. Where there is
 # no Docker engine, no BuildKit builder or no docker-compose, it says why and exits 0 (skipped).
@@ -52,6 +53,8 @@ cleanup() {
   status=$?
   set +e
   docker-compose -p "$tag-single" -f examples/compose.yaml down -v --remove-orphans \
+    --timeout 1 >/dev/null 2>&1
+  docker-compose -p "$tag-scaled" -f examples/compose.scaled.yaml down -v --remove-orphans \
     --timeout 1 >/dev/null 2>&1
   docker-compose -p "$tag-cluster" -f examples/cluster/compose.yaml down -v --remove-orphans \
     --timeout 1 >/dev/null 2>&1

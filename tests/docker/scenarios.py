@@ -7,7 +7,10 @@ TIERLB_IMAGE, NODE_IMAGE, TIERLB_TEST_TAG and TIERLB_TEST_WORK, and removes ever
    node2 re-created with a new address is back within rise x interval plus a margin; `docker
    stop` of tierlb while a transfer runs: the transfer completes intact and tierlb exits 0
    before the grace period ends. The image runs as uid 65532 with a read-only root.
-2. examples/cluster/compose.yaml: lb1 and lb2 as one cluster: `docker kill node2` (found by
+2. examples/compose.scaled.yaml: one `node` service scaled 3 -> 5 -> 2 under a client loop;
+   tierlb's nodes follow Docker's DNS within dns_ttl + 1 s, and no client fails but those in
+   flight on a removed replica.
+3. examples/cluster/compose.yaml: lb1 and lb2 as one cluster: `docker kill node2` (found by
    lb1) makes lb2 avoid node2 with no failed client; a drain through lb1 reaches lb2; lb2
    disconnected from the gossip network, both keep serving.
 
@@ -221,6 +224,66 @@ def single():
         run("docker", "rm", "-f", f"{p.name}-hold", check_rc=False)
 
 
+def discovered(admin):
+    """The addresses of the nodes up, found by the `discover` entry."""
+    nodes = status(admin)["services"][0]["nodes"]
+    return sorted(n["address"] for n in nodes if n["found_by"] == "dns node:8080" and n["up"])
+
+
+def scaled():
+    print("== examples/compose.scaled.yaml: one name, 3 -> 5 -> 2 replicas")
+    p = Project("scaled", "examples/compose.scaled.yaml", {
+        "TIERLB_PUBLISH": "127.0.0.1:", "TIERLB_ADMIN_PUBLISH": "127.0.0.1:"})
+    follow = 2.0 + 1.0  # dns_ttl + 1 s
+    try:
+        p.compose("up", "-d", "--no-build", "--scale", "node=3")
+        lb, admin = p.published("tierlb", 8000), p.published("tierlb", 9090)
+        wait("/ready 200", 30, lambda: request(admin, "/ready")[0] == 200)
+        wait("three replicas up", 30, lambda: len(discovered(admin)) == 3)
+        got = spread(lb, admin, 30)
+        check(len(got) == 3 and all(v == 10 for v in got.values()), f"30 requests over 3 replicas: {got}")
+        print(f"  3 replicas: 3 nodes, 30 requests spread {sorted(got.values())}")
+
+        failures, served, stop = [], [0], threading.Event()
+
+        def clients():
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    code, _ = request(lb)
+                except (OSError, http.client.HTTPException) as e:
+                    code = str(e)
+                if code == 200:
+                    served[0] += 1
+                else:
+                    failures.append((started, code))
+                time.sleep(0.01)
+
+        thread = threading.Thread(target=clients)
+        thread.start()
+        try:
+            for count in (5, 2):
+                began = time.monotonic()
+                p.compose("up", "-d", "--no-build", "--no-recreate", "--timeout", "1",
+                          "--scale", f"node={count}")
+                done = time.monotonic()
+                wait(f"{count} nodes", follow + 10, lambda: len(discovered(admin)) == count)
+                took = time.monotonic() - done
+                check(took <= follow, f"nodes followed {count} replicas in {took:.1f} s (bound {follow:.0f} s)")
+                removed = [f for f in failures if f[0] >= done + follow]
+                check(not removed, f"no client failed after the nodes followed: {removed[:5]}")
+                print(f"  scaled to {count} (compose took {done - began:.1f} s): "
+                      f"{count} nodes {took:.1f} s later (bound {follow:.0f} s)")
+        finally:
+            stop.set()
+            thread.join(30)
+        check(len(failures) <= 3, f"at most the requests in flight on the 3 removed replicas failed: {failures}")
+        check(served[0] > 0, "clients were served")
+        print(f"  client loop: {served[0]} answered, {len(failures)} failed (in flight on a removed replica)")
+    finally:
+        p.down()
+
+
 def metric(admin, sample):
     _, body = request(admin, "/metrics")
     for line in body.decode().splitlines():
@@ -326,6 +389,7 @@ def cluster():
 def main():
     try:
         single()
+        scaled()
         cluster()
     except Failed as e:
         print(f"docker tests FAILED: {e}", file=sys.stderr)
