@@ -17,7 +17,8 @@
 //!   among ties, weighted round robin, or source affinity (weighted rendezvous hashing), with
 //!   up, suspect, backup and down nodes in that order.
 //! - [`upstream`]: one service's settings, node set and strategy, as one snapshot.
-//! - [`connect`]: one connect attempt, its failure classified, retries on other nodes.
+//! - [`connect`]: one connect attempt (a named node's addresses in turn), its failure
+//!   classified, retries on other nodes.
 //! - [`splice`]: bytes both ways (copy for small messages, `splice(2)` for bulk), half-close,
 //!   reset propagation, idle timeout, and whether the node answered at all.
 //! - [`conn`]: one client from pick to close.
@@ -33,7 +34,11 @@
 //!   drains.
 //! - [`health`]: the active probe loop of each node.
 //! - [`shutdown`]: the signals that stop and reload tierlb.
-//! - [`reload`]: the pure node-list diff and its application on SIGHUP.
+//! - [`reload`]: the pure service diff and its application on SIGHUP.
+//! - [`roster`]: a service's node list (listed and discovered) put in force, by address.
+//! - [`dns`]: the process's DNS client (hickory-resolver), used only off the connect path.
+//! - [`found`]: what a service's `discover` entries found, behind its writers' lock.
+//! - [`discovery`]: the background lookups of `discover` entries and of named nodes.
 //! - [`metrics`]: counters, the connect-latency histogram, recent samples, Prometheus text.
 //! - [`cluster`]: several instances as one: gossip (chitchat) over a sealed UDP transport,
 //!   what each publishes, and the merge rules that turn peers' reports into each node's
