@@ -23,6 +23,7 @@ mod peers;
 mod ramp;
 mod recent;
 mod set;
+mod slot;
 mod source;
 mod state;
 mod stats;
@@ -33,6 +34,7 @@ pub use peers::{Decision, PeerReport, PeerView, Verdict};
 pub use ramp::Ramp;
 pub use recent::{Recent, Sample};
 pub use set::NodeSet;
+pub use slot::ActiveGuard;
 pub use source::Sources;
 pub use state::{Health, Observation, Transition};
 pub use stats::{FailureKind, NodeStats};
@@ -359,47 +361,4 @@ fn fnv1a(text: &str) -> u64 {
 pub fn epoch_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// One connection slot on a node; dropping it gives the slot back.
-#[derive(Debug)]
-pub struct ActiveGuard {
-    node: Arc<Node>,
-}
-
-impl ActiveGuard {
-    /// The node this slot belongs to.
-    pub fn node(&self) -> &Arc<Node> {
-        &self.node
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.node.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn guard_gives_the_slot_back_and_limit_holds() {
-        let config = NodeConfig {
-            address: "a:1".parse().expect("addr"),
-            weight: 1,
-            max_connections: Some(1),
-            backup: false,
-            proxy_protocol: ProxyProtocol::Off,
-            source: Vec::new(),
-        };
-        let node = Arc::new(Node::new(&config, &Arc::from("web"), 2, 3));
-        let guard = node.try_acquire().expect("first slot");
-        assert!(node.try_acquire().is_none(), "limit of one");
-        assert!(node.is_full());
-        drop(guard);
-        assert_eq!(node.active(), 0);
-        assert!(node.try_acquire().is_some());
-    }
 }

@@ -54,6 +54,15 @@ async fn each_address_of_a_name_is_a_node_with_its_own_health_and_count() {
         addrs[1]
     );
     assert_eq!(metric(&metrics, &found), Some(1.0), "{metrics}");
+    if let Some(dom) = common::rendered_page(lb.admin) {
+        let entry = format!("dns web.test:{port}: 3 found");
+        assert!(dom.contains(&entry), "the page shows the entry:\n{dom}");
+        let row = format!("{} \u{2014} found by dns web.test:{port}", addrs[0]);
+        assert!(
+            dom.contains(&row),
+            "the page shows who found each node:\n{dom}"
+        );
+    }
 
     // One replica dies: only its node goes down, and no client fails.
     let mut backends = backends.into_iter();

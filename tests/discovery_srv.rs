@@ -133,6 +133,60 @@ async fn a_named_node_tries_its_next_address_and_sets_a_dead_one_aside() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_discovered_nodes_and_removing_the_entry_retires_them() {
+    let backends = replicas(37, 2).await;
+    let port = backends[0].addr.port();
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let listed = Backend::start("listed").await;
+    let dns = DnsServer::start().await;
+    dns.set_addresses("web.test", &ips(&backends.iter().collect::<Vec<_>>()));
+    let entry = format!("{{ dns = \"web.test:{port}\" }}");
+    let lb = Lb::start(dns.addr, &format!("discover = [{entry}]\n"));
+    lb.wait_nodes_up(&addrs, WAIT).await;
+    let held = hold(lb.addr, 4).await;
+
+    // A listed node added and the entry's settings changed: the discovered nodes stay the
+    // same nodes, with their connections, and take the new setting.
+    let limited = format!("{{ dns = \"web.test:{port}\", max_connections = 100 }}");
+    lb.reload(&format!(
+        "nodes = [\"{}\"]\ndiscover = [{limited}]\n",
+        listed.addr
+    ));
+    let service = lb.service().await;
+    for addr in &addrs {
+        assert_eq!(node(&service, *addr)["active"], 2, "{service:#}");
+    }
+    assert_eq!(
+        lb.tierlb.count(&["node found"]),
+        2,
+        "no discovered node was made anew"
+    );
+    assert_eq!(
+        lb.tierlb
+            .count(&["node changed", "max_connections none -> 100"]),
+        2
+    );
+
+    // The entry removed: its nodes leave the pick and finish their connections.
+    lb.reload(&format!("nodes = [\"{}\"]\n", listed.addr));
+    lb.tierlb
+        .wait_log("discover entry removed", 1)
+        .expect("logged");
+    for i in 0..6 {
+        let (_, name) = connect_named(lb.addr).await.expect("client");
+        assert_eq!(name, "listed", "client {i}");
+    }
+    let service = lb.service().await;
+    assert_eq!(
+        service["retired"].as_array().map(Vec::len),
+        Some(2),
+        "{service:#}"
+    );
+    assert_eq!(service["discover"].as_array().map(Vec::len), Some(0));
+    drop((held, backends));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_discovering_one_name_share_each_address_verdict() {
     let backends = replicas(36, 3).await;
     let port = backends[0].addr.port();

@@ -155,7 +155,7 @@ pub fn parse_decision(value: &str) -> Result<Decision, String> {
 }
 
 /// A short fingerprint of the services and their nodes (names, node addresses, weights and
-/// limits): equal on instances that balance the same nodes. Listen addresses are left out,
+/// limits, `discover` entries): equal on instances that balance the same nodes. Listen addresses are left out,
 /// since each instance may bind its own.
 pub fn fingerprint(services: &[ServiceConfig]) -> String {
     let mut canonical = String::new();
@@ -169,6 +169,15 @@ pub fn fingerprint(services: &[ServiceConfig]) -> String {
                 canonical,
                 "node {} {} {:?}",
                 n.address, n.weight, n.max_connections
+            );
+        }
+        // The entries, not what they found: two instances may hear a changed answer a
+        // moment apart.
+        for d in &s.discover {
+            let _ = writeln!(
+                canonical,
+                "discover {} {} {} {:?} {}",
+                d.target, d.max_nodes, d.weight, d.max_connections, d.backup
             );
         }
     }

@@ -45,15 +45,21 @@ pub struct Lb {
     pub addr: SocketAddr,
     /// Its admin address.
     pub admin: SocketAddr,
-    _config: ConfigFile,
+    dns: SocketAddr,
+    config: ConfigFile,
+}
+
+/// The config text of an [`Lb`] for `body`, asking the DNS server at `dns`.
+fn text(dns: SocketAddr, body: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\nresolvers = [\"{dns}\"]\n{body}\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+    )
 }
 
 impl Lb {
     /// Starts tierlb on `body`, asking the DNS server at `dns`.
     pub fn start(dns: SocketAddr, body: &str) -> Lb {
-        let config = ConfigFile::new(&format!(
-            "listen = \"127.0.0.1:0\"\nresolvers = [\"{dns}\"]\n{body}\n[admin]\nlisten = \"127.0.0.1:0\"\n"
-        ));
+        let config = ConfigFile::new(&text(dns, body));
         let tierlb = Tierlb::with_config(&config);
         let addr = tierlb.addr;
         let admin = tierlb.logged_addr("admin listening");
@@ -61,8 +67,19 @@ impl Lb {
             tierlb,
             addr,
             admin,
-            _config: config,
+            dns,
+            config,
         }
+    }
+
+    /// Rewrites the config with `body` and reloads it (SIGHUP); waits for the reload's line.
+    pub fn reload(&self, body: &str) {
+        let before = self.tierlb.count(&["configuration reloaded"]);
+        self.config.rewrite(&text(self.dns, body));
+        self.tierlb.signal(nix::sys::signal::Signal::SIGHUP);
+        self.tierlb
+            .wait_log("configuration reloaded", before + 1)
+            .expect("the reload is put in force");
     }
 
     /// Its service's `/status` entry.
