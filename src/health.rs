@@ -153,6 +153,11 @@ pub async fn run(node: Arc<Node>, service: Arc<Service>, stop: CancellationToken
 }
 
 async fn probe_loop(node: &Arc<Node>, service: &Service) {
+    // A named node is first probed once its first lookup has ended: a probe before would
+    // find no address and fail a node that may well be fine.
+    if node.address.socket_addr().is_none() {
+        node.addresses.settled.cancelled().await;
+    }
     let first = service
         .upstream()
         .settings

@@ -194,3 +194,73 @@ fn changes(node: &Node, new: &NodeConfig) -> Option<String> {
         .collect();
     (!changed.is_empty()).then(|| changed.join(", "))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::found::{Entry, Record};
+
+    fn roster(text: &str, answers: &[Vec<Record>]) -> Roster {
+        let config = Config::parse(text, "test.toml", &Default::default()).expect("config");
+        let service = config.services[0].clone();
+        let stop = CancellationToken::new();
+        let entries = service
+            .discover
+            .iter()
+            .zip(answers)
+            .map(|(d, answer)| Entry {
+                answer: Some(answer.clone()),
+                ..Entry::new(&d.target, &stop)
+            })
+            .collect();
+        Roster {
+            config: service,
+            entries,
+        }
+    }
+
+    fn record(addr: &str, weight: Option<u16>, backup: bool) -> Record {
+        Record {
+            addr: addr.parse().expect("addr"),
+            weight,
+            backup,
+        }
+    }
+
+    #[test]
+    fn listed_nodes_come_first_and_an_address_is_taken_once() {
+        let r = roster(
+            "listen = \"127.0.0.1:1\"\nnodes = [\"10.0.0.1:80\"]\ndiscover = [{ dns = \"a:80\", max_nodes = 2 }, { srv = \"_b._tcp.b\" }]\n",
+            &[
+                vec![
+                    record("10.0.0.1:80", None, false),
+                    record("10.0.0.2:80", None, false),
+                    record("10.0.0.3:80", None, false),
+                ],
+                vec![
+                    record("10.0.0.2:80", Some(5), false),
+                    record("10.0.0.4:81", Some(0), false),
+                    record("10.0.0.5:81", Some(3), true),
+                ],
+            ],
+        );
+        let nodes = compose(&r);
+        let shown: Vec<(String, u32, bool, Option<&str>)> = nodes
+            .iter()
+            .map(|(n, by)| (n.address.to_string(), n.weight, n.backup, by.as_deref()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("10.0.0.1:80".to_owned(), 1, false, None),
+                ("10.0.0.2:80".to_owned(), 1, false, Some("dns a:80")),
+                ("10.0.0.4:81".to_owned(), 1, false, Some("srv _b._tcp.b")),
+                ("10.0.0.5:81".to_owned(), 3, true, Some("srv _b._tcp.b")),
+            ],
+            "the listed node wins its address, max_nodes 2 takes the first two (one of them \
+             listed), an address two entries found is the first's, SRV weight 0 counts as 1 \
+             and a higher priority is a backup"
+        );
+    }
+}
