@@ -1,7 +1,7 @@
 //! Addresses: listen addresses (`IP:PORT`, or `:PORT` for every IPv4 address, as HAProxy's
 //! `bind :8000` and nginx's `listen 8000`), and node addresses, `host:port`, where host is an
 //! IPv4 literal, an IPv6 literal in brackets or a DNS name. Parsing checks the form only;
-//! names are resolved when connecting.
+//! names are looked up by the background lookups of `discovery`.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -35,8 +35,8 @@ pub fn parse_node_flag(text: &str) -> Result<NodeAddr, String> {
 
 /// A node address, `host:port`, where host is an IP literal (`[::1]` for IPv6) or a DNS name.
 ///
-/// DNS names are resolved each time tierlb connects or probes, so a node that comes back with
-/// a new address (a restarted container) is followed.
+/// DNS names are looked up again in the background (every `dns_ttl` at most), so a node that
+/// comes back with a new address (a restarted container) is followed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NodeAddr {
     host: Box<str>,

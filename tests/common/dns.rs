@@ -42,9 +42,14 @@ fn key(name: &str) -> String {
 }
 
 impl DnsServer {
-    /// Starts a server with no records and a TTL of 1 s.
+    /// Starts a server with no records and a TTL of 1 s, on an ephemeral port.
     pub async fn start() -> DnsServer {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind DNS UDP");
+        DnsServer::start_at(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts a server on `addr` (127.0.0.1:53 inside a test's own network namespace, say).
+    pub async fn start_at(addr: SocketAddr) -> DnsServer {
+        let udp = UdpSocket::bind(addr).await.expect("bind DNS UDP");
         let addr = udp.local_addr().expect("DNS addr");
         // The same port over TCP, for a truncated answer's retry; taken or not, UDP serves.
         let tcp = TcpListener::bind(addr).await.ok();
