@@ -8,20 +8,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::discovery::{ips, replicas, Lb};
-use common::dns::DnsServer;
+use common::discovery::{behind_name, ips, split, Lb, Named};
 use common::{connect_named, hold, metric, names, WAIT};
 use hickory_proto::rr::RecordType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// How many of `served` each name took.
-fn split(served: &[String]) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for name in served {
-        *out.entry(name.clone()).or_insert(0) += 1;
-    }
-    out
-}
 
 fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
     pairs.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect()
@@ -29,15 +19,16 @@ fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_address_of_a_name_is_a_node_with_its_own_health_and_count() {
-    let backends = replicas(31, 3).await;
-    let port = backends[0].addr.port();
-    let dns = DnsServer::start().await;
-    dns.set_addresses("web.test", &ips(&backends.iter().collect::<Vec<_>>()));
+    let Named {
+        backends,
+        port,
+        addrs,
+        dns,
+    } = behind_name("web.test", 31, 3).await;
     let lb = Lb::start(
         dns.addr,
         &format!("discover = [{{ dns = \"web.test:{port}\" }}]\n[health]\ninterval = \"200ms\"\n"),
     );
-    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
     let service = lb.wait_nodes_up(&addrs, WAIT).await;
     for node in service["nodes"].as_array().expect("nodes") {
         assert_eq!(node["found_by"], format!("dns web.test:{port}"), "{node}");
@@ -95,11 +86,13 @@ async fn each_address_of_a_name_is_a_node_with_its_own_health_and_count() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_follow_the_answer_and_removed_ones_finish_their_connections() {
-    let backends = replicas(32, 4).await;
-    let port = backends[0].addr.port();
-    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let Named {
+        backends,
+        port,
+        addrs,
+        dns,
+    } = behind_name("web.test", 32, 4).await;
     let all: Vec<&common::Backend> = backends.iter().collect();
-    let dns = DnsServer::start().await;
     let ttl = 2;
     dns.set_ttl(ttl);
     dns.set_addresses("web.test", &ips(&all[..3]));
@@ -173,11 +166,12 @@ async fn nodes_follow_the_answer_and_removed_ones_finish_their_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dns_outage_keeps_every_node_and_nothing_flaps_after() {
-    let backends = replicas(33, 3).await;
-    let port = backends[0].addr.port();
-    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let dns = DnsServer::start().await;
-    dns.set_addresses("web.test", &ips(&backends.iter().collect::<Vec<_>>()));
+    let Named {
+        backends: _backends,
+        port,
+        addrs,
+        dns,
+    } = behind_name("web.test", 33, 3).await;
     let lb = Lb::start(
         dns.addr,
         &format!("dns_ttl = \"1s\"\ndiscover = [{{ dns = \"web.test:{port}\" }}]\n[health]\ninterval = \"200ms\"\n"),
@@ -243,12 +237,13 @@ async fn a_dns_outage_keeps_every_node_and_nothing_flaps_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_never_waits_for_dns() {
-    let backends = replicas(34, 2).await;
-    let port = backends[0].addr.port();
-    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let dns = DnsServer::start().await;
+    let Named {
+        backends: _backends,
+        port,
+        addrs,
+        dns,
+    } = behind_name("web.test", 34, 2).await;
     dns.set_ttl(2);
-    dns.set_addresses("web.test", &ips(&backends.iter().collect::<Vec<_>>()));
     let lb = Lb::start(
         dns.addr,
         &format!("dns_ttl = \"30s\"\ndiscover = [{{ dns = \"web.test:{port}\" }}]\n"),

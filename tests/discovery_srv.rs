@@ -8,18 +8,10 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 use common::cluster::{node, Instance, Spec};
-use common::discovery::{ips, replicas, Lb};
+use common::discovery::{behind_name, split, Lb, Named};
 use common::dns::DnsServer;
 use common::{bin, connect_named, hold, names, Backend, ConfigFile, WAIT};
 use serde_json::Value;
-
-fn split(served: &[String]) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for name in served {
-        *out.entry(name.clone()).or_insert(0) += 1;
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srv_weights_split_the_first_priority_and_the_next_is_a_backup() {
@@ -79,11 +71,13 @@ async fn srv_weights_split_the_first_priority_and_the_next_is_a_backup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_named_node_tries_its_next_address_and_sets_a_dead_one_aside() {
-    let backends = replicas(35, 3).await;
-    let port = backends[0].addr.port();
-    let dead = backends[1].addr;
-    let dns = DnsServer::start().await;
-    dns.set_addresses("multi.test", &ips(&backends.iter().collect::<Vec<_>>()));
+    let Named {
+        backends,
+        port,
+        addrs,
+        dns,
+    } = behind_name("multi.test", 35, 3).await;
+    let dead = addrs[1];
     let lb = Lb::start(
         dns.addr,
         &format!("nodes = [\"multi.test:{port}\"]\n[health]\ninterval = \"300ms\"\n"),
@@ -134,12 +128,13 @@ async fn a_named_node_tries_its_next_address_and_sets_a_dead_one_aside() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_keeps_discovered_nodes_and_removing_the_entry_retires_them() {
-    let backends = replicas(37, 2).await;
-    let port = backends[0].addr.port();
-    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let Named {
+        backends,
+        port,
+        addrs,
+        dns,
+    } = behind_name("web.test", 37, 2).await;
     let listed = Backend::start("listed").await;
-    let dns = DnsServer::start().await;
-    dns.set_addresses("web.test", &ips(&backends.iter().collect::<Vec<_>>()));
     let entry = format!("{{ dns = \"web.test:{port}\" }}");
     let lb = Lb::start(dns.addr, &format!("discover = [{entry}]\n"));
     lb.wait_nodes_up(&addrs, WAIT).await;
@@ -188,11 +183,12 @@ async fn a_reload_keeps_discovered_nodes_and_removing_the_entry_retires_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_discovering_one_name_share_each_address_verdict() {
-    let backends = replicas(36, 3).await;
-    let port = backends[0].addr.port();
-    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let dns = DnsServer::start().await;
-    dns.set_addresses("web.test", &ips(&backends.iter().collect::<Vec<_>>()));
+    let Named {
+        backends,
+        port,
+        addrs,
+        dns,
+    } = behind_name("web.test", 36, 3).await;
     let discover = format!(
         "discover = [{{ dns = \"web.test:{port}\" }}]\nresolvers = [\"{}\"]",
         dns.addr

@@ -33,28 +33,10 @@ fn a_name_is_looked_up_through_resolv_conf() {
     let port = backends[0].addr.port();
     dns.set_addresses("web.test", &ips(&backends.iter().collect::<Vec<_>>()));
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let resolv = dir.path().join("resolv.conf");
-    std::fs::write(
-        &resolv,
-        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
-    )
-    .expect("write resolv.conf");
     let config = ConfigFile::new(&format!(
         "listen = \"127.0.0.1:0\"\ndiscover = [{{ dns = \"web.test:{port}\" }}]\n"
     ));
-    let mut cmd = ns.command("unshare");
-    cmd.args([
-        "--mount",
-        "--",
-        "sh",
-        "-c",
-        "mount --bind \"$1\" /etc/resolv.conf && exec \"$2\" -c \"$3\"",
-        "sh",
-    ])
-    .arg(&resolv)
-    .arg(common::bin())
-    .arg(config.path());
+    let (cmd, _resolv) = common::with_resolv_conf(ns.command("unshare"), config.path());
     let since = Instant::now();
     let tierlb = Tierlb::spawn(cmd);
     tierlb

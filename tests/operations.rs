@@ -26,29 +26,11 @@ async fn a_name_that_does_not_resolve_is_down_with_reason_dns() {
     let node = Backend::start("node1").await;
     // tierlb runs in a private mount namespace whose resolv.conf points at 127.0.0.1, where
     // nothing answers: the lookup fails at once and no query leaves the loopback interface.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let resolv = dir.path().join("resolv.conf");
-    std::fs::write(
-        &resolv,
-        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
-    )
-    .expect("write resolv.conf");
     let config = ConfigFile::new(&format!(
         "listen = \"127.0.0.1:0\"\nnodes = [\"no-such-node.invalid:80\", \"{}\"]\n[health]\ninterval = \"300ms\"\n",
         node.addr
     ));
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--",
-        "sh",
-        "-c",
-        "mount --bind \"$1\" /etc/resolv.conf && exec \"$2\" -c \"$3\"",
-        "sh",
-    ])
-    .arg(&resolv)
-    .arg(common::bin())
-    .arg(config.path());
+    let (cmd, _resolv) = common::with_resolv_conf(Command::new("unshare"), config.path());
     let tierlb = Tierlb::spawn(cmd);
 
     let down = tierlb

@@ -2,11 +2,13 @@
 //! the replicas behind one name are), a tierlb asking the test's own DNS server, and its
 //! `/status` read back.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::dns::DnsServer;
 use super::{http, Backend, ConfigFile, Tierlb};
 
 /// `count` greeting backends `n1`, `n2` … on 127.0.`subnet`.1, .2 …, all on the same port.
@@ -30,6 +32,40 @@ pub async fn replicas(subnet: u8, count: u8) -> Vec<Backend> {
         }
     }
     panic!("no port free on 127.0.{subnet}.1-{count} after 50 tries");
+}
+
+/// Replicas behind one name on a DNS server of the test's own.
+pub struct Named {
+    /// The replicas, `n1`, `n2` …
+    pub backends: Vec<Backend>,
+    /// Their one port.
+    pub port: u16,
+    /// Their addresses.
+    pub addrs: Vec<SocketAddr>,
+    /// The DNS server that answers the name with every replica's address.
+    pub dns: DnsServer,
+}
+
+/// `count` [`replicas`] on 127.0.`subnet`.x, all behind `name` on a new DNS server.
+pub async fn behind_name(name: &str, subnet: u8, count: u8) -> Named {
+    let backends = replicas(subnet, count).await;
+    let dns = DnsServer::start().await;
+    dns.set_addresses(name, &ips(&backends.iter().collect::<Vec<_>>()));
+    Named {
+        port: backends[0].addr.port(),
+        addrs: backends.iter().map(|b| b.addr).collect(),
+        backends,
+        dns,
+    }
+}
+
+/// How many of `served` each name took.
+pub fn split(served: &[String]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for name in served {
+        *out.entry(name.clone()).or_insert(0) += 1;
+    }
+    out
 }
 
 /// The IP addresses of `backends`.

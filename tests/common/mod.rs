@@ -695,6 +695,33 @@ impl Drop for Dropper {
 /// A future run on a namespace thread's own runtime.
 pub type LocalFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T>>>;
 
+/// `tierlb -c CONFIG` started by `launcher` (`unshare`, or `unshare` inside a network
+/// namespace) in a mount namespace of its own, whose /etc/resolv.conf (bind-mounted from the
+/// returned folder) names 127.0.0.1 as the one DNS server, asked once with a 1 s timeout:
+/// the host's resolver configuration is left alone.
+pub fn with_resolv_conf(mut launcher: Command, config: &str) -> (Command, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    )
+    .expect("write resolv.conf");
+    launcher
+        .args([
+            "--mount",
+            "--",
+            "sh",
+            "-c",
+            "mount --bind \"$1\" /etc/resolv.conf && exec \"$2\" -c \"$3\"",
+            "sh",
+        ])
+        .arg(resolv)
+        .arg(bin())
+        .arg(config);
+    (launcher, dir)
+}
+
 /// A network namespace made for one test, removed when dropped (even when the test fails).
 pub struct Netns {
     /// Its name, for `ip netns exec`.
