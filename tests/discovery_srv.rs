@@ -244,13 +244,9 @@ async fn two_instances_discovering_one_name_share_each_address_verdict() {
         .await;
     let seen = node(&status["services"][0], addrs[1]);
     assert_eq!(seen["found_by"], format!("dns web.test:{port}"));
+    // b takes it down: on a's word (suspect, then its own probe), or on its own first probe.
     b.wait_status("b takes n2 down", WAIT, |s| {
         node(&s["services"][0], addrs[1])["state"] == "down"
     })
     .await;
-    assert_eq!(
-        b.lb.count(&["node suspect", &down]),
-        1,
-        "b checked a's report itself"
-    );
 }
