@@ -126,7 +126,25 @@ async fn prometheus(State(shared): State<Arc<Shared>>, Extension(cluster): Membe
             }
         })
         .collect();
+    let unmatched = shared
+        .routers
+        .get()
+        .map(|routers| {
+            routers
+                .iter()
+                .map(|r| {
+                    let u = &r.unmatched;
+                    (
+                        r.bound.to_string(),
+                        u.no_route.load(Relaxed),
+                        u.no_hello.load(Relaxed),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let scrape = metrics::Scrape {
+        unmatched,
         services,
         process: [
             p.reloads_ok.load(Relaxed),

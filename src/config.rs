@@ -21,6 +21,7 @@ mod duration;
 mod nodes;
 mod schema;
 mod service;
+mod sni;
 mod summary;
 mod walk;
 
@@ -28,6 +29,7 @@ pub use address::{parse_listen, parse_node_flag, Cidr, NodeAddr};
 pub use cluster::{ClusterConfig, Secret, DEFAULT_GOSSIP_INTERVAL, MIN_SECRET_LEN};
 pub use discover::{DiscoverConfig, Target, DEFAULT_MAX_NODES};
 pub use duration::show as show_duration;
+pub use sni::normalise as server_name;
 
 /// Default probe interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
@@ -78,6 +80,10 @@ pub struct ServiceConfig {
     pub name: String,
     /// Address the listener binds.
     pub listen: SocketAddr,
+    /// The server names it answers on a listen address shared with other services (lower
+    /// case, no trailing dot; `*.` for one label); empty for a service with an address of its
+    /// own, or for the shared address's default service.
+    pub sni: Vec<String>,
     /// Backend nodes, in the order given.
     pub nodes: Vec<NodeConfig>,
     /// Names whose every address is a node of its own (`discover`), in the order given.

@@ -29,15 +29,46 @@ pub async fn handle<P: Send>(
     mut client: TcpStream,
     peer: SocketAddr,
     service: Arc<Service>,
-    _permits: P,
+    permits: P,
 ) {
     let _active = ActiveClient::new(&service.listener);
-    let upstream = service.upstream();
-    let settings = &upstream.settings;
+    let settings = &service.upstream().settings;
     let opened = settings.access_log.then(Instant::now);
     let Some(who) = greet(&mut client, peer, &service, settings).await else {
         return;
     };
+    serve(client, peer, who, &service, permits, None, opened).await;
+}
+
+/// What was read from a client of a shared address to route it.
+#[derive(Debug)]
+pub struct Routed {
+    /// Every byte read (its ClientHello, or what came instead).
+    pub hello: Vec<u8>,
+    /// The server name it asked for.
+    pub sni: Option<String>,
+}
+
+/// Serves a client already greeted (its PROXY header read, if its source sends one). `first`
+/// holds what was read from it to route it: those bytes are written to the node before
+/// anything else, and then freed; its server name is kept for the access log only. A node that drops such a client is not given it
+/// again (the bytes are gone). `opened` is when it was accepted, if connections are logged.
+/// The caller counts it in the service's open connections.
+pub async fn serve<P: Send>(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    who: Client,
+    service: &Arc<Service>,
+    _permits: P,
+    first: Option<Routed>,
+    opened: Option<Instant>,
+) {
+    let (mut first, sni) = match first {
+        Some(r) => (Some(r.hello), r.sni.filter(|_| opened.is_some())),
+        None => (None, None),
+    };
+    let upstream = service.upstream();
+    let settings = &upstream.settings;
     let key = Key {
         seed: service.next_pick.fetch_add(1, Ordering::Relaxed),
         // Only source affinity orders nodes by the client's address.
@@ -73,6 +104,7 @@ pub async fn handle<P: Send>(
                 if let Some(opened) = opened {
                     let entry = Access {
                         service: &service.name,
+                        sni: sni.as_deref(),
                         client: who.addr,
                         node: None,
                         moved: (0, 0),
@@ -82,10 +114,31 @@ pub async fn handle<P: Send>(
                     };
                     entry.log(&format_args!("no node: {error}"));
                 }
-                return failed(&service, who.addr, &error);
+                return failed(service, who.addr, &error);
             }
         };
-        let rules = &settings.rules;
+        let mut stream = stream;
+        let forwarded = match first.take() {
+            Some(bytes) => Some(forward(&mut stream, &bytes, settings).await),
+            None => None,
+        };
+        if let Some(Err(e)) = forwarded {
+            let node = slot.node();
+            node.stats.failed(FailureKind::Other);
+            tracing::debug!(service = %service.name, client = %peer, node = %node.address, error = %e, "cannot pass the client's first bytes on to the node");
+            return;
+        }
+        // Bytes already passed on cannot be given to another node: no retry then.
+        let once;
+        let rules = if forwarded.is_some() {
+            once = splice::Rules {
+                retry_window: Duration::ZERO,
+                ..settings.rules
+            };
+            &once
+        } else {
+            &settings.rules
+        };
         let on_silence = rules.response.map(|_| silence(&upstream, slot.node()));
         let outcome = splice::splice(client, stream, rules, on_silence).await;
         // The slot goes back before the close is counted and logged, so whoever sees the log
@@ -114,6 +167,7 @@ pub async fn handle<P: Send>(
                 if let Some(opened) = opened {
                     let entry = Access {
                         service: &service.name,
+                        sni: sni.as_deref(),
                         client: who.addr,
                         node: Some(&node),
                         moved,
@@ -123,16 +177,26 @@ pub async fn handle<P: Send>(
                     };
                     entry.log(&EndText(&end));
                 }
-                return closed(&service, who.addr, &node, moved, unanswered, &end);
+                return closed(service, who.addr, &node, moved, unanswered, &end);
             }
         }
+    }
+}
+
+/// Writes `bytes` to the node within the connect timeout.
+async fn forward(stream: &mut TcpStream, bytes: &[u8], settings: &Settings) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let limit = settings.timeouts.connect;
+    match tokio::time::timeout(limit, stream.write_all(bytes)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
 }
 
 /// The client as its node is told of it: the peer, or, when the peer is a listed PROXY
 /// source, the client its header names. `None` when that header is missing, malformed, too
 /// long or late: the client is then closed, counted and logged (a few lines a second at most).
-async fn greet(
+pub async fn greet(
     client: &mut TcpStream,
     peer: SocketAddr,
     service: &Service,
@@ -247,6 +311,8 @@ fn closed(
 /// One access-log entry: a connection from accept to close.
 struct Access<'a> {
     service: &'a str,
+    /// The server name a client of a shared address asked for.
+    sni: Option<&'a str>,
     client: SocketAddr,
     /// The node that served it, if any did.
     node: Option<&'a Node>,
@@ -269,6 +335,7 @@ impl Access<'_> {
         tracing::info!(
             target: "tierlb::access",
             service = %self.service,
+            sni = self.sni,
             client = %self.client,
             node = %node,
             client_to_node = self.moved.0,

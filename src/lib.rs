@@ -30,6 +30,8 @@
 //! - [`state`]: the services and what the admin endpoint reads.
 //! - [`service`]: one service's shared state (name, upstream, listener counters).
 //! - [`listener`]: a service's accept loop and connection limit.
+//! - [`sni`]: services sharing one listen address, each client routed by the server name of
+//!   its TLS ClientHello.
 //! - [`server`]: binds and wires every service, probes, reloads and the admin endpoint;
 //!   drains.
 //! - [`health`]: the active probe loop of each node.
@@ -107,6 +109,7 @@ pub(crate) mod roster;
 pub mod server;
 pub(crate) mod service;
 pub mod shutdown;
+pub(crate) mod sni;
 pub(crate) mod splice;
 pub(crate) mod state;
 pub(crate) mod throttle;

@@ -15,7 +15,27 @@ use tokio_util::task::TaskTracker;
 use crate::config::show_duration;
 use crate::limits::Budget;
 use crate::service::Service;
-use crate::{conn, net};
+use crate::sni::Router;
+use crate::{conn, net, sni};
+
+/// What a listener serves: one service, or the services sharing its address by SNI.
+#[derive(Debug, Clone)]
+pub enum Serves {
+    /// One service.
+    One(Arc<Service>),
+    /// Several services, chosen by each client's server name.
+    Shared(Arc<Router>),
+}
+
+impl Serves {
+    /// The service whose listener counters count what happens before a client is routed.
+    fn counted(&self) -> Option<&Arc<Service>> {
+        match self {
+            Serves::One(service) => Some(service),
+            Serves::Shared(router) => router.first(),
+        }
+    }
+}
 
 /// Longest pause of the accept loop while out of descriptors or memory.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -149,7 +169,7 @@ async fn slot(
 /// never once per client.
 pub async fn accept_loop(
     listener: &TcpListener,
-    service: &Arc<Service>,
+    serves: &Serves,
     limits: Limits,
     connections: &TaskTracker,
     shutdown: &CancellationToken,
@@ -169,17 +189,12 @@ pub async fn accept_loop(
         let Some(process) = slot(&limits.process, &mut at_limit, shutdown).await else {
             return;
         };
-        let permits = Permits {
-            _service: own,
-            _process: process,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => return,
         };
         match accepted {
             Ok((client, peer)) => {
-                service.listener.accepted.fetch_add(1, Ordering::Relaxed);
                 exhausted.end(|count, lasted| {
                     tracing::info!(
                         failed_accepts = count,
@@ -196,14 +211,28 @@ pub async fn accept_loop(
                 }
                 backoff = MIN_ACCEPT_BACKOFF;
                 if let Err(e) = net::prepare_client(&client) {
-                    tracing::debug!(service = %service.name, client = %peer, error = %e, "cannot set TCP_NODELAY");
+                    tracing::debug!(client = %peer, error = %e, "cannot set TCP_NODELAY");
                 }
                 // Every line about a connection names its service and client itself: a span
                 // would repeat them (and cost every connection its bookkeeping).
-                connections.spawn(conn::handle(client, peer, Arc::clone(service), permits));
+                match serves {
+                    Serves::One(service) => {
+                        service.listener.accepted.fetch_add(1, Ordering::Relaxed);
+                        let permits = Permits {
+                            _service: own,
+                            _process: process,
+                        };
+                        connections.spawn(conn::handle(client, peer, Arc::clone(service), permits));
+                    }
+                    Serves::Shared(router) => {
+                        connections.spawn(sni::serve(client, peer, Arc::clone(router), process));
+                    }
+                }
             }
             Err(e) if net::is_resource_exhaustion(&e) => {
-                service.listener.rejected.fetch_add(1, Ordering::Relaxed);
+                if let Some(service) = serves.counted() {
+                    service.listener.rejected.fetch_add(1, Ordering::Relaxed);
+                }
                 exhausted.begin(|| {
                     tracing::warn!(error = %e, "cannot accept: out of resources; backing off until some are freed");
                 });

@@ -94,6 +94,9 @@ pub const DISCOVERY_FOUND: &str = "tierlb_discovery_found_addresses";
 /// 1 for each node a `discover` entry found, labelled with the entry.
 pub const NODE_DISCOVERED: &str = "tierlb_node_discovered";
 
+/// Clients of a listen address shared by `sni` closed unserved, by reason.
+pub const SNI_UNMATCHED: &str = "tierlb_sni_unmatched_total";
+
 /// Process-wide counters.
 #[derive(Debug, Default)]
 pub struct ProcessStats {

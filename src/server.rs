@@ -18,13 +18,14 @@ use crate::config::Target;
 use crate::config::{show_duration, Config, ServiceConfig};
 use crate::dns::Resolver;
 use crate::limits::Budget;
-use crate::listener::{self, Limits};
+use crate::listener::{self, Limits, Serves};
 use crate::node::Node;
 use crate::reload;
 use crate::roster::{self, Start};
 use crate::service::Service;
+use crate::sni::Router;
 use crate::state::Shared;
-use crate::{admin, buffers, discovery, health, net, splice};
+use crate::{admin, buffers, discovery, health, net, sni, splice};
 
 /// A configuration read again on SIGHUP, or why it could not be.
 pub type Reload = Result<Config, crate::config::ConfigError>;
@@ -37,10 +38,9 @@ pub async fn run(
     shutdown: CancellationToken,
     reloads: mpsc::UnboundedReceiver<Reload>,
 ) -> io::Result<()> {
-    let listeners = config
-        .services
+    let listeners = sni::groups(&config.services)
         .iter()
-        .map(bind)
+        .map(|group| bind(&config.services[group[0]]))
         .collect::<io::Result<Vec<_>>>()?;
     serve(listeners, config, shutdown, reloads).await
 }
@@ -112,10 +112,30 @@ impl Start for Tasks {
         let connections = self.connections.clone();
         self.loops.spawn(async move {
             let stop = service.stop.clone();
-            listener::accept_loop(&listener, &service, limits, &connections, &stop).await;
+            let serves = Serves::One(Arc::clone(&service));
+            listener::accept_loop(&listener, &serves, limits, &connections, &stop).await;
             // Closing the listener makes new clients see "connection refused" right away.
             drop(listener);
             tracing::info!(service = %service.name, "listener closed");
+        });
+    }
+}
+
+impl Tasks {
+    /// Starts serving the services of `router` on their shared `listener`.
+    fn serve_shared(&self, router: Arc<Router>, listener: TcpListener) {
+        let limits = Limits {
+            service: None,
+            process: Arc::clone(&self.process_limit),
+        };
+        let connections = self.connections.clone();
+        let stop = self.shutdown.clone();
+        self.loops.spawn(async move {
+            let bound = router.bound;
+            let serves = Serves::Shared(router);
+            listener::accept_loop(&listener, &serves, limits, &connections, &stop).await;
+            drop(listener);
+            tracing::info!(listener = %bound, "shared listener closed");
         });
     }
 }
@@ -154,14 +174,23 @@ pub async fn serve(
         process_limit: listener::process_limit(&budget),
         budget,
     };
-    let mut services = Vec::with_capacity(listeners.len());
-    for (service, listener) in config.services.iter().zip(&listeners) {
-        let bound = listener.local_addr()?;
+    let groups = sni::groups(&config.services);
+    let mut bound = vec![None; config.services.len()];
+    for (group, listener) in groups.iter().zip(&listeners) {
+        let addr = listener.local_addr()?;
+        for &i in group {
+            bound[i] = Some(addr);
+        }
+    }
+    let mut services = Vec::with_capacity(config.services.len());
+    for (service, bound) in config.services.iter().zip(bound) {
+        let bound = bound.ok_or_else(|| io::Error::other("fewer listeners than services"))?;
         tracing::info!(
             service = %service.name,
             addr = %bound,
             nodes = service.nodes.len(),
             discover = service.discover.len(),
+            sni = service.sni.len(),
             retries = service.retries,
             connect_timeout = %show_duration(service.timeouts.connect),
             "listening"
@@ -203,9 +232,32 @@ pub async fn serve(
     if !discovery::settle(&services, FIRST_ANSWERS).await {
         tracing::warn!(within = %show_duration(FIRST_ANSWERS), "some DNS names have not answered yet: serving with the nodes known; their lookups go on");
     }
-    for ((service, listener), max) in services.iter().zip(listeners).zip(limits) {
-        tasks.serve(Arc::clone(service), listener, max);
+    let mut routers = Vec::new();
+    for (group, listener) in groups.iter().zip(listeners) {
+        match group.as_slice() {
+            [i] if services[*i].found.lock().config.sni.is_empty() => {
+                tasks.serve(Arc::clone(&services[*i]), listener, limits[*i]);
+            }
+            _ => {
+                let members = group
+                    .iter()
+                    .map(|&i| {
+                        let limit =
+                            listener::service_limit(&services[i].name, limits[i], &tasks.budget);
+                        (Arc::clone(&services[i]), limit)
+                    })
+                    .collect();
+                let router = Arc::new(Router::new(listener.local_addr()?, members));
+                for (name, names) in router.table() {
+                    tracing::info!(listener = %router.bound, service = %name, sni = %names.join(", "), "route");
+                }
+                routers.push(Arc::clone(&router));
+                tasks.serve_shared(router, listener);
+            }
+        }
     }
+    // Set once, here: nothing else sets it.
+    let _ = shared.routers.set(routers);
 
     let reloading = async {
         while let Some(config) = reloads.recv().await {
@@ -249,6 +301,9 @@ fn reload_one(shared: &Shared, config: Reload, tasks: &Tasks) {
         Err(e) => return failed(&e),
     };
     let old = shared.config();
+    if sni::shared(&old) != sni::shared(&config) {
+        return failed(&"the services sharing a listen address by sni, or their names, changed: a reload cannot change them yet; restart to apply");
+    }
     let d = reload::diff_services(&reload::service_keys(&old), &reload::service_keys(&config));
     let bound: io::Result<Vec<TcpListener>> =
         d.added.iter().map(|&j| bind(&config.services[j])).collect();

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::metrics::ProcessStats;
 use crate::service::Service;
+use crate::sni::Router;
 
 /// State shared by the accept loops, connection tasks, probes and the admin endpoint.
 #[derive(Debug)]
@@ -20,6 +21,8 @@ pub struct Shared {
     services: ArcSwap<Vec<Arc<Service>>>,
     /// Process-wide counters.
     pub process: ProcessStats,
+    /// The listen addresses shared by `sni`, with their routes (fixed at start).
+    pub routers: std::sync::OnceLock<Vec<Arc<Router>>>,
     /// Set when shutdown begins: no longer accepting, draining.
     pub draining: AtomicBool,
     /// When serving started.
@@ -33,6 +36,7 @@ impl Shared {
             services: ArcSwap::from_pointee(services),
             config: ArcSwap::from_pointee(config),
             process: ProcessStats::default(),
+            routers: std::sync::OnceLock::new(),
             draining: AtomicBool::new(false),
             started: SystemTime::now(),
         })

@@ -86,6 +86,7 @@ fn service_json(service: &Service) -> Value {
     json!({
         "name": service.name,
         "listen": service.bound.to_string(),
+        "sni": service.found.lock().config.sni.clone(),
         "listener": {
             "accepted": l.accepted.load(Relaxed),
             "rejected": l.rejected.load(Relaxed),

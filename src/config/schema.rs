@@ -223,18 +223,9 @@ fn several(
         let Some(found) = service::service(walk, &section, name, &base, flags)? else {
             continue;
         };
-        // Port 0 asks the kernel for a free port: never the same twice.
-        let taken = |s: &&ServiceConfig| s.listen == found.listen && found.listen.port() != 0;
-        if let Some(other) = services.iter().find(taken) {
-            let span = item_table.get("listen").and_then(|i| i.span());
-            let message = format!(
-                "`{}` is also the listen address of service `{}`: give each service its own",
-                found.listen, other.name
-            );
-            walk.error(&format!("{key}.listen"), &span, message);
-            continue;
+        if super::sni::may_share(walk, &section, &found, &services) {
+            services.push(found);
         }
-        services.push(found);
     }
     Ok(services)
 }

@@ -34,8 +34,9 @@ const TIMEOUT_KEYS: [&str; 7] = [
     "queue",
 ];
 /// The keys of a `[services.NAME]` table.
-pub(super) const SERVICE_KEYS: [&str; 13] = [
+pub(super) const SERVICE_KEYS: [&str; 14] = [
     "listen",
+    "sni",
     "nodes",
     "discover",
     "balance",
@@ -89,6 +90,7 @@ pub(super) fn service(
         Some(flag_nodes(flags.1, &inherit)?)
     };
     let discover = super::discover::entries(walk, section, &inherit).unwrap_or_default();
+    let sni = super::sni::names(walk, section).unwrap_or_default();
     // `discover` alone is enough: its nodes come from DNS.
     let nodes = match nodes {
         None if !discover.is_empty() && !section.table.contains_key("nodes") => Some(Vec::new()),
@@ -108,6 +110,7 @@ pub(super) fn service(
     Ok(Some(ServiceConfig {
         name: name.to_owned(),
         listen,
+        sni,
         nodes,
         discover,
         balance,

@@ -72,6 +72,9 @@ impl ServiceConfig {
     /// The service's lines of the summary.
     fn summarise(&self, out: &mut String) {
         let _ = writeln!(out, "listen {}", self.listen);
+        if !self.sni.is_empty() {
+            let _ = writeln!(out, "sni {}", self.sni.join(", "));
+        }
         let balance = match self.balance {
             super::Balance::LeastConnections => "least-connections",
             super::Balance::RoundRobin => "round-robin",

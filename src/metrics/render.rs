@@ -46,6 +46,9 @@ pub struct Scrape {
     pub process: [u64; 3],
     /// The cluster's figures, when `[cluster]` is set.
     pub cluster: Option<ClusterScrape>,
+    /// Per listen address shared by `sni`: the address, clients with no route, clients
+    /// that sent no hello in time.
+    pub unmatched: Vec<(String, u64, u64)>,
 }
 
 /// One service's part of a scrape.
@@ -354,6 +357,7 @@ impl Collector for Scrape {
         self.nodes(&mut encoder)?;
         self.listener(&mut encoder)?;
         queue::encode(&self.services, &mut encoder)?;
-        discovery::encode(&self.services, &mut encoder)
+        discovery::encode(&self.services, &mut encoder)?;
+        discovery::encode_unmatched(&self.unmatched, &mut encoder)
     }
 }

@@ -1,5 +1,6 @@
-//! The discovery families: per `discover` entry, its lookups, the failed or empty ones, and
-//! the addresses of its last good answer; per discovered node, which entry found it.
+//! How clients find their nodes, as metric families: per `discover` entry, its lookups, the
+//! failed or empty ones, and the addresses of its last good answer; per discovered node,
+//! which entry found it; per listen address shared by `sni`, the clients closed unserved.
 
 use std::fmt;
 
@@ -7,7 +8,9 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 
 use super::{counter_name, value, ServiceScrape};
-use crate::metrics::{DISCOVERY_ERRORS, DISCOVERY_FOUND, DISCOVERY_LOOKUPS, NODE_DISCOVERED};
+use crate::metrics::{
+    DISCOVERY_ERRORS, DISCOVERY_FOUND, DISCOVERY_LOOKUPS, NODE_DISCOVERED, SNI_UNMATCHED,
+};
 
 /// Encodes the discovery families of every service, labelled by `service` and `entry`
 /// (`dns node:8080`, `srv _web._tcp.example`).
@@ -68,6 +71,28 @@ pub(super) fn encode(
                 ];
                 value(&mut family.encode_family(&labels)?, MetricType::Gauge, 1u64)?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Encodes `tierlb_sni_unmatched_total{listener,reason}`: `no-route` (no service has the
+/// name, and there is no default) and `no-hello` (nothing usable within the handshake
+/// timeout).
+pub(super) fn encode_unmatched(
+    listeners: &[(String, u64, u64)],
+    encoder: &mut DescriptorEncoder<'_>,
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(
+        counter_name(SNI_UNMATCHED),
+        "Clients of a listen address shared by sni closed unserved: no service for their server name and no default (no-route), or no ClientHello within the handshake timeout (no-hello).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (listener, no_route, no_hello) in listeners {
+        for (reason, v) in [("no-route", no_route), ("no-hello", no_hello)] {
+            let labels = [("listener", listener.as_str()), ("reason", reason)];
+            value(&mut family.encode_family(&labels)?, MetricType::Counter, *v)?;
         }
     }
     Ok(())
