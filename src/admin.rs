@@ -128,21 +128,17 @@ async fn prometheus(State(shared): State<Arc<Shared>>, Extension(cluster): Membe
         .collect();
     let unmatched = shared
         .routers
-        .get()
-        .map(|routers| {
-            routers
-                .iter()
-                .map(|r| {
-                    let u = &r.unmatched;
-                    (
-                        r.bound.to_string(),
-                        u.no_route.load(Relaxed),
-                        u.no_hello.load(Relaxed),
-                    )
-                })
-                .collect()
+        .load()
+        .iter()
+        .map(|r| {
+            let u = &r.unmatched;
+            (
+                r.bound.to_string(),
+                u.no_route.load(Relaxed),
+                u.no_hello.load(Relaxed),
+            )
         })
-        .unwrap_or_default();
+        .collect();
     let scrape = metrics::Scrape {
         unmatched,
         services,

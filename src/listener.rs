@@ -29,10 +29,10 @@ pub enum Serves {
 
 impl Serves {
     /// The service whose listener counters count what happens before a client is routed.
-    fn counted(&self) -> Option<&Arc<Service>> {
+    fn counted(&self) -> Option<Arc<Service>> {
         match self {
-            Serves::One(service) => Some(service),
-            Serves::Shared(router) => router.first(),
+            Serves::One(service) => Some(Arc::clone(service)),
+            Serves::Shared(router) => router.table().first().cloned(),
         }
     }
 }

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::roster::{self, Start};
 use crate::service::Service;
+use crate::sni;
 use crate::state::Shared;
 
 /// How a new service list relates to the old one, by index.
@@ -59,18 +60,28 @@ pub fn service_keys(config: &Config) -> Vec<(&str, SocketAddr)> {
         .collect()
 }
 
-/// Puts `new` in force. `listeners` are bound for the services [`diff_services`] lists as
-/// added, in that order.
-pub fn apply(shared: &Shared, mut new: Config, listeners: Vec<TcpListener>, start: &impl Start) {
+/// Puts `new` in force. `own` are bound for the services [`diff_services`] lists as added
+/// that have an address of their own, in that order; `fresh` for the addresses `new` shares
+/// by `sni` that were not shared before. An address shared already keeps its listener: its
+/// routes change.
+pub fn apply(
+    shared: &Shared,
+    mut new: Config,
+    own: Vec<TcpListener>,
+    mut fresh: Vec<(SocketAddr, TcpListener)>,
+    start: &impl Start,
+) {
     for warning in &new.warnings {
         tracing::warn!("{warning}");
     }
     let old = shared.config();
     keep_fixed(&old, &mut new);
     let d = diff_services(&service_keys(&old), &service_keys(&new));
+    let groups = sni::shared_groups(&new);
+    let routers = shared.routers.load_full();
     let current = shared.services();
     let mut services: Vec<Arc<Service>> = Vec::with_capacity(new.services.len());
-    let mut listeners = listeners.into_iter();
+    let mut own = own.into_iter();
     for (j, config) in new.services.iter_mut().enumerate() {
         if let Some((i, _)) = d.kept.iter().find(|(_, k)| *k == j) {
             let service = Arc::clone(&current[*i]);
@@ -80,18 +91,50 @@ pub fn apply(shared: &Shared, mut new: Config, listeners: Vec<TcpListener>, star
             }
             roster::reconfigure(&service, config, start);
             services.push(service);
-        } else if let Some(listener) = listeners.next() {
-            let bound = listener.local_addr().unwrap_or(config.listen);
-            let service = Arc::new(Service::new(config, bound, start.stop_token()));
-            tracing::info!(service = %config.name, addr = %bound, "service added; listening");
-            for node in &service.upstream().nodes.nodes {
-                start.probe(Arc::clone(node), &service);
-            }
-            roster::start_entries(&service, start);
+            continue;
+        }
+        let sharing = groups.iter().any(|(_, g)| g.contains(&j));
+        let listener = if sharing { None } else { own.next() };
+        let bound = match &listener {
+            Some(listener) => listener.local_addr().unwrap_or(config.listen),
+            None => routers
+                .iter()
+                .find(|r| r.listen == config.listen)
+                .map(|r| r.bound)
+                .or_else(|| {
+                    let (_, l) = fresh.iter().find(|(a, _)| *a == config.listen)?;
+                    l.local_addr().ok()
+                })
+                .unwrap_or(config.listen),
+        };
+        let service = Arc::new(Service::new(config, bound, start.stop_token()));
+        tracing::info!(service = %config.name, addr = %bound, "service added; listening");
+        for node in &service.upstream().nodes.nodes {
+            start.probe(Arc::clone(node), &service);
+        }
+        roster::start_entries(&service, start);
+        if let Some(listener) = listener {
             start.serve(Arc::clone(&service), listener, config.max_connections);
-            services.push(service);
+        }
+        services.push(service);
+    }
+    let mut kept_routers = Vec::with_capacity(groups.len());
+    for (listen, group) in &groups {
+        let members: Vec<Arc<Service>> = group.iter().map(|&j| Arc::clone(&services[j])).collect();
+        if let Some(router) = routers.iter().find(|r| r.listen == *listen) {
+            router.set(members, |s| start.limit(s));
+            kept_routers.push(Arc::clone(router));
+        } else if let Some(at) = fresh.iter().position(|(a, _)| a == listen) {
+            let (_, listener) = fresh.swap_remove(at);
+            kept_routers.push(start.serve_shared(*listen, listener, members));
         }
     }
+    for router in routers.iter() {
+        if !kept_routers.iter().any(|r| Arc::ptr_eq(r, router)) {
+            router.stop.cancel();
+        }
+    }
+    shared.routers.store(Arc::new(kept_routers));
     for &i in &d.removed {
         let service = &current[i];
         service.stop.cancel();
@@ -102,7 +145,7 @@ pub fn apply(shared: &Shared, mut new: Config, listeners: Vec<TcpListener>, star
             .listener
             .active
             .load(std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(service = %service.name, open, "service removed: its listener is closed; its open connections run to their end");
+        tracing::info!(service = %service.name, open, "service removed: it takes no new client; its open connections run to their end");
     }
     tracing::info!(
         kept = d.kept.len(),

@@ -15,6 +15,7 @@ use crate::config::{DiscoverConfig, NodeAddr, NodeConfig, ServiceConfig, Target}
 use crate::found::{Entry, Roster};
 use crate::node::{Node, NodeSet};
 use crate::service::Service;
+use crate::sni::Router;
 use crate::upstream::Upstream;
 
 /// What starts the tasks of new nodes, entries and services.
@@ -28,6 +29,16 @@ pub trait Start {
     fn stop_token(&self) -> CancellationToken;
     /// Starts serving `service` on `listener`, with its own `max_connections`.
     fn serve(&self, service: Arc<Service>, listener: TcpListener, max_connections: Option<u32>);
+    /// Starts serving `services`, sharing `listener` (bound for `listen`) by `sni`; returns
+    /// their router.
+    fn serve_shared(
+        &self,
+        listen: std::net::SocketAddr,
+        listener: TcpListener,
+        services: Vec<Arc<Service>>,
+    ) -> Arc<Router>;
+    /// The connection limit of a service on a shared address (its `max_connections`).
+    fn limit(&self, service: &Service) -> Option<Arc<tokio::sync::Semaphore>>;
 }
 
 /// Starts the lookups of every entry of a service that is starting to serve.

@@ -4,6 +4,7 @@
 //! and drains at the end.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use crate::node::Node;
 use crate::reload;
 use crate::roster::{self, Start};
 use crate::service::Service;
-use crate::sni::Router;
+use crate::sni::{Route, Router};
 use crate::state::Shared;
 use crate::{admin, buffers, discovery, health, net, sni, splice};
 
@@ -119,24 +120,49 @@ impl Start for Tasks {
             tracing::info!(service = %service.name, "listener closed");
         });
     }
-}
 
-impl Tasks {
-    /// Starts serving the services of `router` on their shared `listener`.
-    fn serve_shared(&self, router: Arc<Router>, listener: TcpListener) {
+    fn serve_shared(
+        &self,
+        listen: SocketAddr,
+        listener: TcpListener,
+        services: Vec<Arc<Service>>,
+    ) -> Arc<Router> {
+        let routes = services
+            .into_iter()
+            .map(|service| Route {
+                limit: self.limit(&service),
+                service,
+            })
+            .collect();
+        let bound = listener.local_addr().unwrap_or(listen);
+        let router = Arc::new(Router::new(
+            listen,
+            bound,
+            routes,
+            self.shutdown.child_token(),
+        ));
+        for (name, names) in router.table().names() {
+            tracing::info!(listener = %bound, service = %name, sni = %names.join(", "), "route");
+        }
         let limits = Limits {
             service: None,
             process: Arc::clone(&self.process_limit),
         };
         let connections = self.connections.clone();
-        let stop = self.shutdown.clone();
+        let serving = Arc::clone(&router);
         self.loops.spawn(async move {
-            let bound = router.bound;
-            let serves = Serves::Shared(router);
+            let stop = serving.stop.clone();
+            let serves = Serves::Shared(serving);
             listener::accept_loop(&listener, &serves, limits, &connections, &stop).await;
             drop(listener);
             tracing::info!(listener = %bound, "shared listener closed");
         });
+        router
+    }
+
+    fn limit(&self, service: &Service) -> Option<Arc<Semaphore>> {
+        let max = service.found.lock().config.max_connections;
+        listener::service_limit(&service.name, max, &self.budget)
     }
 }
 
@@ -234,30 +260,16 @@ pub async fn serve(
     }
     let mut routers = Vec::new();
     for (group, listener) in groups.iter().zip(listeners) {
-        match group.as_slice() {
-            [i] if services[*i].found.lock().config.sni.is_empty() => {
-                tasks.serve(Arc::clone(&services[*i]), listener, limits[*i]);
-            }
-            _ => {
-                let members = group
-                    .iter()
-                    .map(|&i| {
-                        let limit =
-                            listener::service_limit(&services[i].name, limits[i], &tasks.budget);
-                        (Arc::clone(&services[i]), limit)
-                    })
-                    .collect();
-                let router = Arc::new(Router::new(listener.local_addr()?, members));
-                for (name, names) in router.table() {
-                    tracing::info!(listener = %router.bound, service = %name, sni = %names.join(", "), "route");
-                }
-                routers.push(Arc::clone(&router));
-                tasks.serve_shared(router, listener);
-            }
+        if sni::is_shared(group, &shared.config().services) {
+            let members = group.iter().map(|&i| Arc::clone(&services[i])).collect();
+            let listen = shared.config().services[group[0]].listen;
+            routers.push(tasks.serve_shared(listen, listener, members));
+        } else {
+            let i = group[0];
+            tasks.serve(Arc::clone(&services[i]), listener, limits[i]);
         }
     }
-    // Set once, here: nothing else sets it.
-    let _ = shared.routers.set(routers);
+    shared.routers.store(Arc::new(routers));
 
     let reloading = async {
         while let Some(config) = reloads.recv().await {
@@ -301,18 +313,31 @@ fn reload_one(shared: &Shared, config: Reload, tasks: &Tasks) {
         Err(e) => return failed(&e),
     };
     let old = shared.config();
-    if sni::shared(&old) != sni::shared(&config) {
-        return failed(&"the services sharing a listen address by sni, or their names, changed: a reload cannot change them yet; restart to apply");
+    if let Err(why) = sni::reload_check(&old, &config) {
+        return failed(&why);
     }
     let d = reload::diff_services(&reload::service_keys(&old), &reload::service_keys(&config));
-    let bound: io::Result<Vec<TcpListener>> =
-        d.added.iter().map(|&j| bind(&config.services[j])).collect();
-    match bound {
-        Ok(listeners) => {
-            reload::apply(shared, config, listeners, tasks);
+    // A service of its own address is bound; a new shared address once; an address shared
+    // already keeps its listener.
+    let new_shared = sni::shared_groups(&config);
+    let old_shared = sni::shared_groups(&old);
+    let own: io::Result<Vec<TcpListener>> = d
+        .added
+        .iter()
+        .filter(|&&j| !new_shared.iter().any(|(_, g)| g.contains(&j)))
+        .map(|&j| bind(&config.services[j]))
+        .collect();
+    let fresh: io::Result<Vec<(SocketAddr, TcpListener)>> = new_shared
+        .iter()
+        .filter(|(addr, _)| !old_shared.iter().any(|(a, _)| a == addr))
+        .map(|(addr, g)| Ok((*addr, bind(&config.services[g[0]])?)))
+        .collect();
+    match (own, fresh) {
+        (Ok(own), Ok(fresh)) => {
+            reload::apply(shared, config, own, fresh, tasks);
             shared.process.reloads_ok.fetch_add(1, Ordering::Relaxed);
         }
-        Err(e) => failed(&e),
+        (Err(e), _) | (_, Err(e)) => failed(&e),
     }
 }
 

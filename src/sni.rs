@@ -9,23 +9,23 @@
 //! untouched, before the splice, and is then freed. A client with no route, or that sends no
 //! hello in time, is closed and counted (`tierlb_sni_unmatched_total`).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::{Config, ServiceConfig};
 use crate::conn;
 use crate::metrics::ActiveClient;
-use crate::service::Service;
 
 pub mod hello;
+mod routes;
 
 use hello::Seen;
+pub use routes::{Route, Router};
 
 /// The services of each listener, by index, in the order of their first service: one each,
 /// but services sharing a listen address by `sni` share one (the config checked the rules;
@@ -48,28 +48,47 @@ pub fn groups(services: &[ServiceConfig]) -> Vec<Vec<usize>> {
     groups
 }
 
-/// A listen address shared by `sni`, with each service's name and server names.
-pub type SharedAddress<'a> = (std::net::SocketAddr, Vec<(&'a str, &'a [String])>);
+/// Whether the services of `group` share their address by `sni`.
+pub fn is_shared(group: &[usize], services: &[ServiceConfig]) -> bool {
+    group.len() > 1 || group.iter().any(|&i| !services[i].sni.is_empty())
+}
 
-/// The listen addresses shared by `sni`: what a reload cannot change yet.
-pub fn shared(config: &Config) -> Vec<SharedAddress<'_>> {
+/// The listen addresses of `config` shared by `sni`, each with its services (by index).
+pub fn shared_groups(config: &Config) -> Vec<(SocketAddr, Vec<usize>)> {
     groups(&config.services)
         .into_iter()
-        .filter(|g| g.len() > 1 || !config.services[g[0]].sni.is_empty())
-        .map(|g| {
-            let listen = config.services[g[0]].listen;
-            let members = g
-                .iter()
-                .map(|&i| {
-                    (
-                        config.services[i].name.as_str(),
-                        config.services[i].sni.as_slice(),
-                    )
-                })
-                .collect();
-            (listen, members)
-        })
+        .filter(|g| is_shared(g, &config.services))
+        .map(|g| (config.services[g[0]].listen, g))
         .collect()
+}
+
+/// Why a reload from `old` to `new` cannot be put in force: a listen address that would go
+/// from one service's own to shared by `sni`, or back (its listener cannot change kind).
+pub fn reload_check(old: &Config, new: &Config) -> Result<(), String> {
+    let kind = |config: &Config, addr: SocketAddr| {
+        if shared_groups(config).iter().any(|(a, _)| *a == addr) {
+            Some(true)
+        } else if config
+            .services
+            .iter()
+            .any(|s| s.listen == addr && addr.port() != 0)
+        {
+            Some(false)
+        } else {
+            None
+        }
+    };
+    for service in &new.services {
+        let addr = service.listen;
+        if let (Some(was), Some(is)) = (kind(old, addr), kind(new, addr)) {
+            if was != is {
+                return Err(format!(
+                    "{addr} would change from one service's own address to one shared by sni, or back: a reload cannot change a listener's kind; restart to apply"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Why a client of a shared address was closed unserved, for the metric's `reason` label.
@@ -81,94 +100,6 @@ pub struct Unmatched {
     pub no_hello: AtomicU64,
 }
 
-/// One service on a shared address, with its own connection limit.
-#[derive(Debug)]
-struct Route {
-    service: Arc<Service>,
-    limit: Option<Arc<Semaphore>>,
-}
-
-/// The routes of one shared listen address.
-#[derive(Debug)]
-pub struct Router {
-    /// The address the shared listener is bound to.
-    pub bound: SocketAddr,
-    routes: Vec<Route>,
-    exact: HashMap<String, usize>,
-    /// By the domain under the `*.` label.
-    wild: HashMap<String, usize>,
-    default: Option<usize>,
-    /// Clients closed unserved.
-    pub unmatched: Unmatched,
-}
-
-impl Router {
-    /// The router of `services` (all on `bound`), each with its `max_connections` limit.
-    pub fn new(bound: SocketAddr, services: Vec<(Arc<Service>, Option<Arc<Semaphore>>)>) -> Router {
-        let mut router = Router {
-            bound,
-            routes: Vec::with_capacity(services.len()),
-            exact: HashMap::new(),
-            wild: HashMap::new(),
-            default: None,
-            unmatched: Unmatched::default(),
-        };
-        for (i, (service, limit)) in services.into_iter().enumerate() {
-            let names = service.found.lock().config.sni.clone();
-            if names.is_empty() {
-                router.default = Some(i);
-            }
-            for name in names {
-                match name.strip_prefix("*.") {
-                    Some(domain) => router.wild.insert(domain.to_owned(), i),
-                    None => router.exact.insert(name, i),
-                };
-            }
-            router.routes.push(Route { service, limit });
-        }
-        router
-    }
-
-    /// The first service it routes to (whose listener counts failed accepts).
-    pub fn first(&self) -> Option<&Arc<Service>> {
-        self.routes.first().map(|r| &r.service)
-    }
-
-    /// The services it routes to, in the order of the config, each with its names.
-    pub fn table(&self) -> Vec<(String, Vec<String>)> {
-        self.routes
-            .iter()
-            .map(|r| {
-                (
-                    r.service.name.clone(),
-                    r.service.found.lock().config.sni.clone(),
-                )
-            })
-            .collect()
-    }
-
-    /// How long a client has to send its hello: the longest `[timeouts] handshake` of the
-    /// sharing services, as in force now.
-    fn handshake(&self) -> Duration {
-        self.routes
-            .iter()
-            .map(|r| r.service.upstream().settings.timeouts.handshake)
-            .max()
-            .unwrap_or_default()
-    }
-
-    /// The route for a server name (`None`: the hello had none, or there was no hello).
-    fn route(&self, name: Option<&str>) -> Option<&Route> {
-        let found = name.and_then(|name| {
-            self.exact.get(name).or_else(|| {
-                let (_, domain) = name.split_once('.')?;
-                self.wild.get(domain)
-            })
-        });
-        self.routes.get(*found.or(self.default.as_ref())?)
-    }
-}
-
 /// Serves one client of a shared address: its PROXY header (where trusted), its hello, its
 /// route, then the routed service's connection as any other.
 pub async fn serve(
@@ -177,16 +108,17 @@ pub async fn serve(
     router: Arc<Router>,
     process: OwnedSemaphorePermit,
 ) {
+    let table = router.table();
     // The PROXY sources are the same for every sharing service (checked by the config).
-    let Some(first) = router.routes.first() else {
+    let Some(first) = table.first() else {
         return;
     };
     let accepted = Instant::now();
-    let settings = &first.service.upstream().settings;
-    let Some(who) = conn::greet(&mut client, peer, &first.service, settings).await else {
+    let settings = &first.upstream().settings;
+    let Some(who) = conn::greet(&mut client, peer, first, settings).await else {
         return;
     };
-    let (bytes, name) = match hello::read(&mut client, router.handshake()).await {
+    let (bytes, name) = match hello::read(&mut client, table.handshake()).await {
         Ok((bytes, Seen::Hello(name))) => (bytes, name),
         Ok((bytes, _)) => (bytes, None),
         Err(e) => {
@@ -195,7 +127,7 @@ pub async fn serve(
             return;
         }
     };
-    let Some(route) = router.route(name.as_deref()) else {
+    let Some(route) = table.route(name.as_deref()) else {
         router.unmatched.no_route.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(listener = %router.bound, client = %peer, sni = name.as_deref().unwrap_or("(none)"), "closing client: no service for its server name, and no default service");
         return;

@@ -21,8 +21,8 @@ pub struct Shared {
     services: ArcSwap<Vec<Arc<Service>>>,
     /// Process-wide counters.
     pub process: ProcessStats,
-    /// The listen addresses shared by `sni`, with their routes (fixed at start).
-    pub routers: std::sync::OnceLock<Vec<Arc<Router>>>,
+    /// The listen addresses shared by `sni`, with their routes.
+    pub routers: ArcSwap<Vec<Arc<Router>>>,
     /// Set when shutdown begins: no longer accepting, draining.
     pub draining: AtomicBool,
     /// When serving started.
@@ -36,7 +36,7 @@ impl Shared {
             services: ArcSwap::from_pointee(services),
             config: ArcSwap::from_pointee(config),
             process: ProcessStats::default(),
-            routers: std::sync::OnceLock::new(),
+            routers: ArcSwap::from_pointee(Vec::new()),
             draining: AtomicBool::new(false),
             started: SystemTime::now(),
         })

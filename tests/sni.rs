@@ -232,6 +232,15 @@ async fn clients_with_no_route_or_no_hello_are_closed_and_counted() {
     };
     assert_eq!(sample("no-route"), Some(3.0), "{metrics}");
     assert_eq!(sample("no-hello"), Some(1.0), "{metrics}");
+    let (_, status) = http(lb.admin, "GET", "/status", &[]).await;
+    let status: serde_json::Value = serde_json::from_str(&status).expect("JSON");
+    let listener = &status["shared_listeners"][0];
+    assert_eq!(listener["listen"], addr.to_string());
+    assert_eq!(
+        listener["routes"][1]["sni"][0], "*.b.example.test",
+        "{listener:#}"
+    );
+    assert_eq!(listener["unmatched"]["no_route"], 3);
     let mut lb = lb;
     assert!(lb.tierlb.is_running(), "no panic");
 }
@@ -269,24 +278,102 @@ async fn a_trusted_proxy_header_comes_first_and_its_client_is_carried_on() {
     assert_eq!(&echo[28..], &hello[..], "the hello untouched");
 }
 
+/// The inode of the socket listening on `port` (from /proc/net/tcp).
+fn listening_inode(port: u16) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!(":{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1)?.ends_with(&local) && *fields.get(3)? == "0A").then(|| fields[9].to_owned())
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_that_changes_the_names_is_refused_and_routing_goes_on() {
+async fn a_reload_adds_a_name_and_removes_one_without_rebinding() {
     let lb = start(true, "3s").await;
-    lb.config
-        .rewrite(&lb.text.replace("*.b.example.test", "*.c.example.test"));
+    let addr = lb.tierlb.addr;
+    let inode = listening_inode(addr.port()).expect("the shared listener in /proc/net/tcp");
+    let hello = client_hello(Some("a.example.test"), 0);
+    let mut open = TcpStream::connect(addr).await.expect("connect");
+    open.write_all(&hello).await.expect("hello");
+    let mut open = BufReader::new(open);
+    let mut name = String::new();
+    open.read_line(&mut name).await.expect("greeting");
+    let mut echo = vec![0u8; hello.len()];
+    open.read_exact(&mut echo).await.expect("echo");
+    assert!(name.starts_with('a'), "{name}");
+
+    // Service a goes, service d (d.example.test) comes.
+    let d1 = Backend::start("d1").await;
+    let start_a = lb.text.find("[services.a]").expect("a");
+    let end_a = lb.text.find("[services.b]").expect("b");
+    let mut text = lb.text.clone();
+    text.replace_range(start_a..end_a, "");
+    text.push_str(&format!(
+        "[services.d]\nlisten = \"127.0.0.1:0\"\nsni = [\"d.example.test\"]\nnodes = [\"{}\"]\n",
+        d1.addr
+    ));
+    lb.config.rewrite(&text);
     lb.tierlb.signal(nix::sys::signal::Signal::SIGHUP);
-    let line = lb
-        .tierlb
-        .wait_log("reload failed", 1)
-        .expect("the reload is refused");
-    assert!(line.contains("restart to apply"), "{line}");
-    let hello = client_hello(Some("x.b.example.test"), 0);
-    let (name, whole) = exchange(lb.tierlb.addr, &hello, Pace::Whole)
-        .await
-        .expect("served");
+    lb.tierlb
+        .wait_log("configuration reloaded", 1)
+        .expect("the reload is put in force");
     assert_eq!(
-        (name.as_str(), whole),
-        ("b1", true),
-        "the routes in force are kept"
+        node_for(addr, "d.example.test").await.as_deref(),
+        Some("d1"),
+        "the new name"
     );
+    assert_eq!(
+        node_for(addr, "a.example.test").await.as_deref(),
+        Some("o1"),
+        "a's name: the default now"
+    );
+    assert_eq!(
+        node_for(addr, "x.b.example.test").await.as_deref(),
+        Some("b1")
+    );
+    open.get_mut()
+        .write_all(b"still here\n")
+        .await
+        .expect("write");
+    let mut more = [0u8; 11];
+    open.read_exact(&mut more)
+        .await
+        .expect("the connection to a goes on");
+    assert_eq!(&more, b"still here\n");
+    assert_eq!(
+        listening_inode(addr.port()),
+        Some(inode),
+        "the listener was never rebound"
+    );
+    assert_eq!(lb.tierlb.count(&["shared listener closed"]), 0);
+}
+
+/// The node a client naming `sni` reaches through `addr`.
+async fn node_for(addr: SocketAddr, sni: &str) -> Option<String> {
+    let (name, whole) = exchange(addr, &client_hello(Some(sni), 0), Pace::Whole).await?;
+    whole.then_some(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_cannot_turn_an_address_of_its_own_into_a_shared_one() {
+    let node = Backend::start("n").await;
+    // A fixed port, so that the service's listen address is the same in both configs.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let taken = free.local_addr().expect("addr");
+    drop(free);
+    let text = format!(
+        "[services.web]\nlisten = \"{taken}\"\nnodes = [\"{}\"]\n",
+        node.addr
+    );
+    let config = ConfigFile::new(&text);
+    let tierlb = Tierlb::with_config(&config);
+    config.rewrite(&format!(
+        "[services.web]\nlisten = \"{taken}\"\nnodes = [\"{0}\"]\n\
+         [services.tls]\nlisten = \"{taken}\"\nsni = [\"t.example.test\"]\nnodes = [\"{0}\"]\n",
+        node.addr
+    ));
+    tierlb.signal(nix::sys::signal::Signal::SIGHUP);
+    let line = tierlb.wait_log("reload failed", 1).expect("refused");
+    assert!(line.contains("restart to apply"), "{line}");
 }

@@ -11,6 +11,7 @@ use crate::cluster::{stamp_ms, Cluster};
 use crate::node::FailureKind;
 use crate::node::Node;
 use crate::service::Service;
+use crate::sni::Router;
 use crate::state::Shared;
 
 /// Seconds from `at` to now (0 if `at` is in the future).
@@ -31,6 +32,7 @@ pub fn status_json(shared: &Shared, cluster: Option<&Cluster>) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": seconds_since(shared.started),
         "services": services,
+        "shared_listeners": shared.routers.load().iter().map(|r| router_json(r)).collect::<Vec<_>>(),
         "cluster": cluster.map(cluster_json),
     });
     // With one service, its fields stand at the top level too, as before services existed.
@@ -44,6 +46,28 @@ pub fn status_json(shared: &Shared, cluster: Option<&Cluster>) -> Value {
         }
     }
     status
+}
+
+/// A listen address shared by `sni`: its routes and the clients it closed unserved.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "json! unwraps serde_json::to_value, which cannot fail for numbers, strings and Values"
+)]
+fn router_json(router: &Router) -> Value {
+    let routes: Vec<Value> = router
+        .table()
+        .names()
+        .into_iter()
+        .map(|(service, sni)| json!({ "service": service, "sni": sni }))
+        .collect();
+    json!({
+        "listen": router.bound.to_string(),
+        "routes": routes,
+        "unmatched": {
+            "no_route": router.unmatched.no_route.load(Relaxed),
+            "no_hello": router.unmatched.no_hello.load(Relaxed),
+        },
+    })
 }
 
 /// The cluster: this instance's name and every member as the failure detector sees it.
