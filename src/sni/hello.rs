@@ -229,28 +229,42 @@ mod tests {
         );
     }
 
-    #[test]
-    fn random_bytes_never_panic_nor_ask_past_the_limit() {
-        let mut rng = fastrand::Rng::with_seed(19);
-        let m = message("fuzz.example");
-        for round in 0..20_000 {
-            let mut bytes = records(&m, 1 + rng.usize(..m.len()));
-            let flips = rng.usize(..4);
-            for _ in 0..flips {
-                let at = rng.usize(..bytes.len());
-                bytes[at] = rng.u8(..);
-            }
-            if round % 3 == 0 {
-                bytes.truncate(rng.usize(..=bytes.len()));
+    proptest::proptest! {
+        /// A hello cut into records of any size is read whole, and any cut of it asks for
+        /// more: never a wrong answer from a hello still arriving.
+        #[test]
+        fn fragmented_and_truncated_hellos(size in 1usize..200, cut in 0usize..400, name in "[a-z]{1,20}\\.[a-z]{2,8}") {
+            let bytes = records(&message(&name), size);
+            proptest::prop_assert_eq!(examine(&bytes), Seen::Hello(Some(name)));
+            let cut = cut.min(bytes.len() - 1);
+            proptest::prop_assert_eq!(examine(&bytes[..cut]), Seen::More);
+        }
+
+        /// Bytes flipped anywhere in a hello, or any bytes at all, never panic.
+        #[test]
+        fn corrupted_hellos_and_noise_never_panic(
+            size in 1usize..200,
+            flips in proptest::collection::vec((0usize..400, proptest::num::u8::ANY), 0..8),
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+        ) {
+            let mut bytes = records(&message("fuzz.example"), size);
+            for (at, byte) in flips {
+                let at = at % bytes.len();
+                bytes[at] = byte;
             }
             let _ = examine(&bytes);
+            let _ = examine(&noise);
+            let mut framed = vec![HANDSHAKE, 3, 1];
+            framed.extend_from_slice(&(noise.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&noise);
+            let _ = examine(&framed);
         }
+    }
+
+    #[test]
+    fn a_record_longer_than_the_limit_is_not_tls() {
         let mut huge = vec![HANDSHAKE, 3, 1, 0x40, 0x01];
         huge.resize(MAX_HELLO + 10, 0);
-        assert_eq!(
-            examine(&huge),
-            Seen::NotTls,
-            "a record longer than the limit"
-        );
+        assert_eq!(examine(&huge), Seen::NotTls);
     }
 }
