@@ -34,4 +34,10 @@ if [ "${1:-}" = "--sustained" ]; then
   shift
   exec timeout 3600 python3 benches/sustained.py "$@"
 fi
+# --sni: TLS clients routed by server name, beside HAProxy's req.ssl_sni and nginx's
+# ssl_preread (benches/sni.py).
+if [ "${1:-}" = "--sni" ]; then
+  shift
+  exec timeout 3600 python3 benches/sni.py "$@"
+fi
 exec timeout 3600 python3 benches/compare.py "$@"
