@@ -134,11 +134,21 @@ impl Task {
         let chitchat = self.handle.chitchat();
         let mut guard = chitchat.lock().await;
         let state = guard.self_node_state();
-        for (k, v) in changed {
+        // The fingerprint last, after the node keys are set and deleted: chitchat sends a
+        // member's keys in the order of their versions, so a peer that sees a new fingerprint
+        // already has the node keys it describes (a drift is never judged, nor logged, on
+        // half of them).
+        let (fingerprint, facts_first): (Vec<_>, Vec<_>) = changed
+            .into_iter()
+            .partition(|(k, _)| *k == keys::FINGERPRINT);
+        for (k, v) in facts_first {
             state.set(k, v);
         }
         for k in gone {
             state.delete(k);
+        }
+        for (k, v) in fingerprint {
+            state.set(k, v);
         }
         drop(guard);
         self.published = facts;
