@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -80,6 +80,21 @@ pub fn render(scrape: Scrape) -> Result<String, fmt::Error> {
 /// A counter's family name as prometheus-client wants it: without `_total`, which it adds.
 pub(super) fn counter_name(name: &str) -> &str {
     name.strip_suffix("_total").unwrap_or(name)
+}
+
+/// Starts the family `name` of `kind` (a counter's name given with its `_total`).
+pub(super) fn family<'a>(
+    encoder: &'a mut DescriptorEncoder<'_>,
+    name: &'a str,
+    help: &'a str,
+    kind: MetricType,
+) -> Result<MetricEncoder<'a>, fmt::Error> {
+    let name = if kind == MetricType::Counter {
+        counter_name(name)
+    } else {
+        name
+    };
+    encoder.encode_descriptor(name, help, None, kind)
 }
 
 /// The per-node families with no label but `service` and `node`: name, help, type, value.
@@ -239,12 +254,7 @@ impl Scrape {
             &[]
         };
         for &(name, help, kind, read) in PER_NODE.iter().chain(cluster) {
-            let name = if kind == MetricType::Counter {
-                counter_name(name)
-            } else {
-                name
-            };
-            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            let mut family = family(encoder, name, help, kind)?;
             for (node, labels) in nodes.iter().zip(&labels) {
                 value(&mut family.encode_family(labels)?, kind, read(node))?;
             }
@@ -329,12 +339,7 @@ impl Scrape {
             ),
         ];
         for (k, (name, help, kind)) in families.into_iter().enumerate() {
-            let name = if kind == MetricType::Counter {
-                counter_name(name)
-            } else {
-                name
-            };
-            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            let mut family = family(encoder, name, help, kind)?;
             for (service, labels) in self.services.iter().zip(&labels) {
                 value(
                     &mut family.encode_family(labels)?,

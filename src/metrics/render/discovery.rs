@@ -7,7 +7,7 @@ use std::fmt;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 
-use super::{counter_name, value, ServiceScrape};
+use super::{counter_name, family, value, ServiceScrape};
 use crate::metrics::{
     DISCOVERY_ERRORS, DISCOVERY_FOUND, DISCOVERY_LOOKUPS, NODE_DISCOVERED, SNI_UNMATCHED,
 };
@@ -36,12 +36,7 @@ pub(super) fn encode(
         ),
     ];
     for (k, (name, help, kind)) in families.into_iter().enumerate() {
-        let name = if kind == MetricType::Counter {
-            counter_name(name)
-        } else {
-            name
-        };
-        let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+        let mut family = family(encoder, name, help, kind)?;
         for service in services {
             for (entry, stats, found) in &service.entries {
                 let labels = [("service", service.name.as_str()), ("entry", &**entry)];
