@@ -7,8 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use toml_edit::Item;
 
-use super::nodes::{sources, Inherit};
-use super::service::proxy_protocol;
+use super::nodes::{node_settings, Inherit};
 use super::walk::{Section, Walk};
 use super::{NodeAddr, NodeConfig, ProxyProtocol};
 
@@ -128,11 +127,7 @@ fn entry(
 ) -> Option<DiscoverConfig> {
     walk.unknown_keys(section, &ENTRY_KEYS, "a discover entry");
     let max_nodes = walk.count(section, "max_nodes", 1, MAX_MAX_NODES);
-    let weight = walk.count(section, "weight", 1, u32::MAX);
-    let max_connections = walk.count(section, "max_connections", 1, u32::MAX);
-    let backup = walk.flag(section, "backup");
-    let proxy = proxy_protocol(walk, section, "proxy_protocol");
-    let source = sources(walk, section);
+    let settings = node_settings(walk, section, inherit);
     let dns = walk.string(section, "dns", "a name and port such as \"node:8080\"");
     let srv = walk.string(
         section,
@@ -154,7 +149,7 @@ fn entry(
         },
         (None, Some((text, span))) => {
             let name = srv_name(text).map_err(|m| walk.error(&section.key("srv"), &span, m));
-            if weight.is_some() {
+            if settings.weight.is_some() {
                 let message =
                     "is not for an srv entry: each SRV record gives its node's weight".to_owned();
                 let at = walk.item(section, "weight").and_then(|(_, s)| s);
@@ -175,11 +170,11 @@ fn entry(
     Some(DiscoverConfig {
         target,
         max_nodes: max_nodes.unwrap_or(DEFAULT_MAX_NODES),
-        weight: weight.unwrap_or(1),
-        max_connections,
-        backup: backup.unwrap_or(false),
-        proxy_protocol: proxy.unwrap_or(inherit.proxy_protocol),
-        source: source.unwrap_or_else(|| inherit.source.clone()),
+        weight: settings.weight.unwrap_or(1),
+        max_connections: settings.max_connections,
+        backup: settings.backup,
+        proxy_protocol: settings.proxy_protocol,
+        source: settings.source,
     })
 }
 

@@ -28,6 +28,32 @@ pub(super) struct Inherit {
     pub source: Vec<IpAddr>,
 }
 
+/// What a node table or a `discover` entry may set for its nodes, with the service's
+/// `proxy_protocol` and `source` where it sets none (`weight` stays `None` when not given).
+pub(super) struct NodeSettings {
+    pub weight: Option<u32>,
+    pub max_connections: Option<u32>,
+    pub backup: bool,
+    pub proxy_protocol: ProxyProtocol,
+    pub source: Vec<IpAddr>,
+}
+
+/// Reads `weight`, `max_connections`, `backup`, `proxy_protocol` and `source` of `section`.
+pub(super) fn node_settings(
+    walk: &mut Walk<'_>,
+    section: &Section<'_>,
+    inherit: &Inherit,
+) -> NodeSettings {
+    NodeSettings {
+        weight: walk.count(section, "weight", 1, u32::MAX),
+        max_connections: walk.count(section, "max_connections", 1, u32::MAX),
+        backup: walk.flag(section, "backup").unwrap_or(false),
+        proxy_protocol: proxy_protocol(walk, section, "proxy_protocol")
+            .unwrap_or(inherit.proxy_protocol),
+        source: sources(walk, section).unwrap_or_else(|| inherit.source.clone()),
+    }
+}
+
 /// `source`: a list of local IP addresses (no port) to connect to the nodes from, in turn.
 pub(super) fn sources(walk: &mut Walk<'_>, section: &Section<'_>) -> Option<Vec<IpAddr>> {
     let list = walk.strings(section, "source")?;
@@ -136,11 +162,7 @@ fn node(walk: &mut Walk<'_>, key: &str, value: &Value, inherit: &Inherit) -> Opt
         table,
     };
     walk.unknown_keys(&section, &NODE_KEYS, "a node table");
-    let weight = walk.count(&section, "weight", 1, u32::MAX);
-    let max_connections = walk.count(&section, "max_connections", 1, u32::MAX);
-    let backup = walk.flag(&section, "backup");
-    let node_proxy = proxy_protocol(walk, &section, "proxy_protocol");
-    let node_source = sources(walk, &section);
+    let settings = node_settings(walk, &section, inherit);
     let Some((text, span)) = walk.string(&section, "address", "an address such as \"node1:8080\"")
     else {
         if table.get("address").is_none() {
@@ -152,10 +174,10 @@ fn node(walk: &mut Walk<'_>, key: &str, value: &Value, inherit: &Inherit) -> Opt
     let address = parse(walk, text, &span, &section.key("address"))?;
     Some(NodeConfig {
         address,
-        weight: weight.unwrap_or(1),
-        max_connections,
-        backup: backup.unwrap_or(false),
-        proxy_protocol: node_proxy.unwrap_or(inherit.proxy_protocol),
-        source: node_source.unwrap_or_else(|| inherit.source.clone()),
+        weight: settings.weight.unwrap_or(1),
+        max_connections: settings.max_connections,
+        backup: settings.backup,
+        proxy_protocol: settings.proxy_protocol,
+        source: settings.source,
     })
 }
