@@ -15,11 +15,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, ServiceConfig};
 use crate::conn;
+use crate::connect::Client;
 use crate::metrics::ActiveClient;
+use crate::service::Service;
 
 pub mod hello;
 mod routes;
@@ -101,52 +103,59 @@ pub struct Unmatched {
 }
 
 /// Serves one client of a shared address: its PROXY header (where trusted), its hello, its
-/// route, then the routed service's connection as any other.
+/// route, then the routed service's connection as any other. Nothing of the routing (the
+/// table, the greeting's settings) is held while the connection runs.
 pub async fn serve(
     mut client: TcpStream,
     peer: SocketAddr,
     router: Arc<Router>,
     process: OwnedSemaphorePermit,
 ) {
-    let table = router.table();
-    // The PROXY sources are the same for every sharing service (checked by the config).
-    let Some(first) = table.first() else {
-        return;
-    };
     let accepted = Instant::now();
-    let settings = &first.upstream().settings;
-    let Some(who) = conn::greet(&mut client, peer, first, settings).await else {
+    let Some((service, limit, who, routed)) = route(&mut client, peer, &router).await else {
         return;
     };
-    let (bytes, name) = match hello::read(&mut client, table.handshake()).await {
-        Ok((bytes, Seen::Hello(name))) => (bytes, name),
-        Ok((bytes, _)) => (bytes, None),
-        Err(e) => {
-            router.unmatched.no_hello.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(listener = %router.bound, client = %peer, error = %e, "closing client: no TLS ClientHello");
-            return;
-        }
-    };
-    let Some(route) = table.route(name.as_deref()) else {
-        router.unmatched.no_route.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(listener = %router.bound, client = %peer, sni = name.as_deref().unwrap_or("(none)"), "closing client: no service for its server name, and no default service");
-        return;
-    };
-    let service = &route.service;
+    drop(router);
     service.listener.accepted.fetch_add(1, Ordering::Relaxed);
     let _active = ActiveClient::new(&service.listener);
-    let own = match &route.limit {
-        Some(limit) => match Arc::clone(limit).acquire_owned().await {
+    let own = match limit {
+        Some(limit) => match limit.acquire_owned().await {
             Ok(permit) => Some(permit),
             Err(_) => return,
         },
         None => None,
     };
     let opened = service.upstream().settings.access_log.then_some(accepted);
-    let routed = conn::Routed {
-        hello: bytes,
-        sni: name,
-    };
     let permits = (own, process);
-    conn::serve(client, peer, who, service, permits, Some(routed), opened).await;
+    conn::serve(client, peer, who, &service, permits, Some(routed), opened).await;
+}
+
+/// Greets `client` and reads its hello; returns the service it is routed to, with that
+/// service's limit, the client as its node is told of it, and what was read. `None` (the
+/// client closed and counted) when there is no hello in time or no route.
+async fn route(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    router: &Router,
+) -> Option<(Arc<Service>, Option<Arc<Semaphore>>, Client, conn::Routed)> {
+    let table = router.table();
+    // The PROXY sources are the same for every sharing service (checked by the config).
+    let first = table.first()?;
+    let who = conn::greet(client, peer, first, &first.upstream().settings).await?;
+    let (hello, sni) = match hello::read(client, table.handshake()).await {
+        Ok((bytes, Seen::Hello(name))) => (bytes, name),
+        Ok((bytes, _)) => (bytes, None),
+        Err(e) => {
+            router.unmatched.no_hello.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(listener = %router.bound, client = %peer, error = %e, "closing client: no TLS ClientHello");
+            return None;
+        }
+    };
+    let Some(route) = table.route(sni.as_deref()) else {
+        router.unmatched.no_route.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(listener = %router.bound, client = %peer, sni = sni.as_deref().unwrap_or("(none)"), "closing client: no service for its server name, and no default service");
+        return None;
+    };
+    let routed = conn::Routed { hello, sni };
+    Some((Arc::clone(&route.service), route.limit.clone(), who, routed))
 }
