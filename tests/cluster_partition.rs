@@ -10,6 +10,23 @@ use std::net::{IpAddr, SocketAddr};
 use common::cluster::{alive, node, Instance, Link, Spec};
 use common::{connect_named, hold, names, Backend, WAIT};
 
+/// Returns once the wall clock is in a later millisecond than when called.
+async fn next_millisecond() {
+    let ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    };
+    let start = ms();
+    for _ in 0..1000 {
+        if ms() > start {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+    }
+    panic!("the wall clock did not move on within the wait");
+}
+
 /// Three greeting nodes on the host end of `link`, reachable from both sides.
 async fn nodes(link: &Link) -> Vec<Backend> {
     let mut out = Vec::new();
@@ -114,9 +131,14 @@ async fn a_partition_costs_no_client_and_heals_into_the_later_decisions() {
     }
     // Decisions on both sides, in this order: B enables n1, A drains n1 (later: n1 drained);
     // A drains n3, B enables n3 (later: n3 enabled).
+    // Apart, the two sides order their decisions by wall-clock millisecond: each decision
+    // waits for the clock to pass the one before (two within one millisecond have no order).
     assert_eq!(b.post(&format!("/nodes/{n1}/enable")).await, 200);
+    next_millisecond().await;
     assert_eq!(a.post(&format!("/nodes/{n1}/drain")).await, 200);
+    next_millisecond().await;
     assert_eq!(a.post(&format!("/nodes/{n3}/drain")).await, 200);
+    next_millisecond().await;
     assert_eq!(b.post(&format!("/nodes/{n3}/enable")).await, 200);
     let (sa, sb) = (a.status().await, b.status().await);
     assert!(node(&sa, n1)["drained"] == true && node(&sb, n1)["drained"] == false);
