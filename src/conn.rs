@@ -14,173 +14,206 @@ use tokio::net::TcpStream;
 use crate::balancer::{client_hash, Key, Strategy};
 use crate::config::show_duration;
 use crate::connect::{AttemptError, Attempts, Client, Connected};
-use crate::metrics::ActiveClient;
 use crate::node::{FailureKind, Node, NodeSet, Observation, Source};
 use crate::proxy_protocol;
 use crate::queue::{self, Left, Unserved};
-use crate::service::Service;
+use crate::service::{Active, Service};
 use crate::splice::{self, End, NodeEnd, Outcome, Side};
 use crate::upstream::{Settings, Upstream};
 
 /// Serves one client: connect to a node (with retries), splice, count and log the end. The
 /// connection-limit permits, the node slot and the listener's active count are released when this
 /// returns, on every path.
-pub async fn handle<P: Send>(
+/// (An `async move` block, as [`serve`] explains.)
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps a second copy of its arguments"
+)]
+pub fn handle<P: Send>(
     mut client: TcpStream,
     peer: SocketAddr,
     service: Arc<Service>,
     permits: P,
-) {
-    let _active = ActiveClient::new(&service.listener);
-    let settings = &service.upstream().settings;
-    let opened = settings.access_log.then(Instant::now);
-    let Some(who) = greet(&mut client, peer, &service, settings).await else {
-        return;
-    };
-    serve(client, peer, who, &service, permits, None, opened).await;
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let _active = Active::new(&service);
+        let settings = &service.upstream().settings;
+        let opened = settings.access_log.then(Instant::now);
+        let Some(who) = greet(&mut client, peer, &service, settings).await else {
+            return;
+        };
+        serve(client, who, Arc::clone(&service), permits, None, opened).await;
+    }
 }
 
 /// What was read from a client of a shared address to route it.
 #[derive(Debug)]
 pub struct Routed {
-    /// Every byte read (its ClientHello, or what came instead).
+    /// The bytes taken from the client to route it (a ClientHello that came cut short, or
+    /// what came instead); empty when they were only peeked at and are still in its socket.
     pub hello: Vec<u8>,
     /// The server name it asked for.
     pub sni: Option<String>,
 }
 
 /// Serves a client already greeted (its PROXY header read, if its source sends one). `first`
-/// holds what was read from it to route it: those bytes are written to the node before
-/// anything else, and then freed; its server name is kept for the access log only. A node that drops such a client is not given it
-/// again (the bytes are gone). `opened` is when it was accepted, if connections are logged.
-/// The caller counts it in the service's open connections.
-pub async fn serve<P: Send>(
+/// holds what was taken from it to route it: those bytes are written to the node before
+/// anything else, and then freed; its server name is kept for the access log only. A node
+/// that drops a client whose bytes were taken is not given it again (the bytes are gone).
+/// `opened` is when it was accepted, if connections are logged. The caller counts it in the
+/// service's open connections.
+///
+/// Written as a function returning an `async move` block rather than an `async fn`: the block
+/// uses its captured arguments in place, where an `async fn` would keep a second copy of each
+/// in every state of its future, and this future is what an open connection costs.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps a second copy of its arguments"
+)]
+pub fn serve<P: Send>(
     mut client: TcpStream,
-    peer: SocketAddr,
     who: Client,
-    service: &Arc<Service>,
-    _permits: P,
-    first: Option<Routed>,
+    service: Arc<Service>,
+    permits: P,
+    mut first: Option<Routed>,
     opened: Option<Instant>,
-) {
-    let (mut first, sni) = match first {
-        Some(r) => (Some(r.hello), r.sni.filter(|_| opened.is_some())),
-        None => (None, None),
-    };
-    let upstream = service.upstream();
-    let settings = &upstream.settings;
-    let key = Key {
-        seed: service.next_pick.fetch_add(1, Ordering::Relaxed),
-        // Only source affinity orders nodes by the client's address.
-        client: match upstream.strategy {
-            Strategy::Source => client_hash(who.addr.ip()),
-            _ => 0,
-        },
-    };
-    let mut attempts = Attempts::default();
-    loop {
-        // The connect phase (retries, DNS, timeouts, the queue) is a larger future than the
-        // splice that follows; boxing it keeps it out of this task's own state, so a
-        // long-lived connection holds only what the splice needs.
-        let queue = &service.queue;
-        let connected = Box::pin(queue::connect(
-            queue,
-            &upstream,
-            key,
-            &mut attempts,
-            who,
-            &client,
-        ))
-        .await;
-        let Connected {
-            stream,
-            slot,
-            index,
-            took,
-            falls,
-        } = match connected {
-            Ok(connected) => connected,
-            Err(error) => {
-                if let Some(opened) = opened {
-                    let entry = Access {
-                        service: &service.name,
-                        sni: sni.as_deref(),
-                        client: who.addr,
-                        node: None,
-                        moved: (0, 0),
-                        took: None,
-                        opened,
-                        retries: attempts.made().saturating_sub(1),
-                    };
-                    entry.log(&format_args!("no node: {error}"));
-                }
-                return failed(service, who.addr, &error);
-            }
-        };
-        let mut stream = stream;
-        let forwarded = match first.take() {
-            Some(bytes) => Some(forward(&mut stream, &bytes, settings).await),
-            None => None,
-        };
-        if let Some(Err(e)) = forwarded {
-            let node = slot.node();
-            node.stats.failed(FailureKind::Other);
-            tracing::debug!(service = %service.name, client = %peer, node = %node.address, error = %e, "cannot pass the client's first bytes on to the node");
-            return;
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        // Held (in place) until the connection ends.
+        let _permits = &permits;
+        if let (Some(routed), None) = (first.as_mut(), opened) {
+            routed.sni = None;
         }
-        // Bytes already passed on cannot be given to another node: no retry then.
-        let once;
-        let rules = if forwarded.is_some() {
-            once = splice::Rules {
-                retry_window: Duration::ZERO,
-                ..settings.rules
-            };
-            &once
-        } else {
-            &settings.rules
+        let upstream = service.upstream();
+        let settings = &upstream.settings;
+        let key = Key {
+            seed: service.next_pick.fetch_add(1, Ordering::Relaxed),
+            // Only source affinity orders nodes by the client's address.
+            client: match upstream.strategy {
+                Strategy::Source => client_hash(who.addr.ip()),
+                _ => 0,
+            },
         };
-        let on_silence = rules.response.map(|_| silence(&upstream, slot.node()));
-        let outcome = splice::splice(client, stream, rules, on_silence).await;
-        // The slot goes back before the close is counted and logged, so whoever sees the log
-        // line (or the counters) sees the node's active count already lowered.
-        let node = Arc::clone(slot.node());
-        drop(slot);
-        service.queue.wake();
-        node.stats
-            .closed(outcome.client_to_node, outcome.node_to_client);
-        verdict(&upstream.nodes, &node, &outcome, falls);
-        let Outcome {
-            client_to_node,
-            node_to_client,
-            end,
-            unanswered,
-        } = outcome;
-        match end {
-            End::Dropped(back) => {
-                let reason = unanswered.map_or("closed", |e| e.reason());
-                tracing::debug!(service = %service.name, client = %peer, node = %node.address, reason, "node dropped the client at once; trying another");
-                attempts.dropped(index, &node, AttemptError::Unanswered(reason));
-                client = back;
-            }
-            end => {
-                let moved = (client_to_node, node_to_client);
-                if let Some(opened) = opened {
-                    let entry = Access {
-                        service: &service.name,
-                        sni: sni.as_deref(),
-                        client: who.addr,
-                        node: Some(&node),
-                        moved,
-                        took: Some(took),
-                        opened,
-                        retries: attempts.made().saturating_sub(1),
-                    };
-                    entry.log(&EndText(&end));
+        let mut attempts = Attempts::default();
+        loop {
+            // The connect phase (retries, DNS, timeouts, the queue) is a larger future than the
+            // splice that follows; boxing it keeps it out of this task's own state, so a
+            // long-lived connection holds only what the splice needs.
+            let queue = &service.queue;
+            let Connected {
+                mut stream,
+                slot,
+                index,
+                took,
+                falls,
+            } = match Box::pin(queue::connect(
+                queue,
+                &upstream,
+                key,
+                &mut attempts,
+                who,
+                &client,
+            ))
+            .await
+            {
+                Ok(connected) => connected,
+                Err(error) => {
+                    if let Some(opened) = opened {
+                        let entry = Access {
+                            service: &service.name,
+                            sni: sni(&first),
+                            client: who.addr,
+                            node: None,
+                            moved: (0, 0),
+                            took: None,
+                            opened,
+                            retries: attempts.made().saturating_sub(1),
+                        };
+                        entry.log(&format_args!("no node: {error}"));
+                    }
+                    return failed(&service, who.addr, &error);
                 }
-                return closed(service, who.addr, &node, moved, unanswered, &end);
+            };
+            // Matched in one statement, so nothing of it is kept while the splice runs.
+            let forwarded = match taken(&mut first) {
+                Some(bytes) => {
+                    if let Err(e) = forward(&mut stream, &bytes, settings).await {
+                        let node = slot.node();
+                        node.stats.failed(FailureKind::Other);
+                        tracing::debug!(service = %service.name, client = %who.addr, node = %node.address, error = %e, "cannot pass the client's first bytes on to the node");
+                        return;
+                    }
+                    true
+                }
+                None => false,
+            };
+            // Bytes already passed on cannot be given to another node: no retry then.
+            let once;
+            let rules = if forwarded {
+                once = splice::Rules {
+                    retry_window: Duration::ZERO,
+                    ..settings.rules
+                };
+                &once
+            } else {
+                &settings.rules
+            };
+            let on_silence = rules.response.map(|_| silence(&upstream, slot.node()));
+            let outcome = splice::splice(client, stream, rules, on_silence).await;
+            // The slot goes back before the close is counted and logged, so whoever sees the log
+            // line (or the counters) sees the node's active count already lowered.
+            let node = Arc::clone(slot.node());
+            drop(slot);
+            service.queue.wake();
+            node.stats
+                .closed(outcome.client_to_node, outcome.node_to_client);
+            verdict(&upstream.nodes, &node, &outcome, falls);
+            let Outcome {
+                client_to_node,
+                node_to_client,
+                end,
+                unanswered,
+            } = outcome;
+            match end {
+                End::Dropped(back) => {
+                    let reason = unanswered.map_or("closed", |e| e.reason());
+                    tracing::debug!(service = %service.name, client = %who.addr, node = %node.address, reason, "node dropped the client at once; trying another");
+                    attempts.dropped(index, &node, AttemptError::Unanswered(reason));
+                    client = back;
+                }
+                end => {
+                    let moved = (client_to_node, node_to_client);
+                    if let Some(opened) = opened {
+                        let entry = Access {
+                            service: &service.name,
+                            sni: sni(&first),
+                            client: who.addr,
+                            node: Some(&node),
+                            moved,
+                            took: Some(took),
+                            opened,
+                            retries: attempts.made().saturating_sub(1),
+                        };
+                        entry.log(&EndText(&end));
+                    }
+                    return closed(&service, who.addr, &node, moved, unanswered, &end);
+                }
             }
         }
     }
+}
+
+/// The bytes taken from a routed client, to pass on to its node first (once).
+fn taken(first: &mut Option<Routed>) -> Option<Vec<u8>> {
+    first
+        .as_mut()
+        .map(|routed| std::mem::take(&mut routed.hello))
+        .filter(|bytes| !bytes.is_empty())
+}
+
+/// The server name a routed client asked for, kept only when connections are logged.
+fn sni(first: &Option<Routed>) -> Option<&str> {
+    first.as_ref().and_then(|routed| routed.sni.as_deref())
 }
 
 /// Writes `bytes` to the node within the connect timeout.

@@ -10,7 +10,7 @@
 //! Counters are relaxed atomics, bumped once per connection or per failure, never per byte:
 //! bytes are added when a connection closes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 /// Whether a node takes new connections (1) or is down (0).
 pub const NODE_UP: &str = "tierlb_node_up";
@@ -119,23 +119,6 @@ pub struct ListenerStats {
     pub failed: AtomicU64,
     /// Client connections open now.
     pub active: AtomicU64,
-}
-
-/// Keeps [`ListenerStats::active`] right on every exit path of a connection.
-pub struct ActiveClient<'a>(&'a ListenerStats);
-
-impl<'a> ActiveClient<'a> {
-    /// Counts one more open client connection, until the guard drops.
-    pub fn new(listener: &'a ListenerStats) -> ActiveClient<'a> {
-        listener.active.fetch_add(1, Ordering::Relaxed);
-        ActiveClient(listener)
-    }
-}
-
-impl Drop for ActiveClient<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 mod render;

@@ -3,7 +3,7 @@
 //! spawns `conn` tasks that read this: keeping the two apart keeps `conn` below both.)
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -63,5 +63,24 @@ impl Service {
     /// Puts a reloaded upstream in force, whole.
     pub fn set_upstream(&self, upstream: Upstream) {
         self.upstream.store(Arc::new(upstream));
+    }
+}
+
+/// Counts one client in its service's open connections ([`ListenerStats::active`]) until
+/// dropped, on every exit path. It holds the service, so a connection's future can hand the
+/// service on and still be counted.
+pub struct Active(Arc<Service>);
+
+impl Active {
+    /// Counts one more open client connection of `service`.
+    pub fn new(service: &Arc<Service>) -> Active {
+        service.listener.active.fetch_add(1, Ordering::Relaxed);
+        Active(Arc::clone(service))
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.listener.active.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -5,8 +5,9 @@
 //! where its source is trusted; then the ClientHello, read from as many segments as it takes
 //! within the longest `[timeouts] handshake` of the sharing services, at most 16 KiB
 //! ([`hello`]); then the route: an exact name, else a `*.` wildcard of one label, else the
-//! default service (the one without `sni`). Every byte read goes to the chosen service's node
-//! untouched, before the splice, and is then freed. A client with no route, or that sends no
+//! default service (the one without `sni`). The hello is peeked at and stays in the socket
+//! for the splice; where it had to be read (it came cut short), every byte read goes to the
+//! chosen service's node untouched, before the splice, and is then freed. A client with no route, or that sends no
 //! hello in time, is closed and counted (`tierlb_sni_unmatched_total`).
 
 use std::net::SocketAddr;
@@ -20,8 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::{Config, ServiceConfig};
 use crate::conn;
 use crate::connect::Client;
-use crate::metrics::ActiveClient;
-use crate::service::Service;
+use crate::service::{Active, Service};
 
 pub mod hello;
 mod routes;
@@ -104,30 +104,43 @@ pub struct Unmatched {
 
 /// Serves one client of a shared address: its PROXY header (where trusted), its hello, its
 /// route, then the routed service's connection as any other. Nothing of the routing (the
-/// table, the greeting's settings) is held while the connection runs.
-pub async fn serve(
+/// table, the greeting's settings) is held while the connection runs. (An `async move` block,
+/// as [`conn::serve`] explains.)
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps a second copy of its arguments"
+)]
+pub fn serve(
     mut client: TcpStream,
     peer: SocketAddr,
     router: Arc<Router>,
     process: OwnedSemaphorePermit,
-) {
-    let accepted = Instant::now();
-    let Some((service, limit, who, routed)) = route(&mut client, peer, &router).await else {
-        return;
-    };
-    drop(router);
-    service.listener.accepted.fetch_add(1, Ordering::Relaxed);
-    let _active = ActiveClient::new(&service.listener);
-    let own = match limit {
-        Some(limit) => match limit.acquire_owned().await {
-            Ok(permit) => Some(permit),
-            Err(_) => return,
-        },
-        None => None,
-    };
-    let opened = service.upstream().settings.access_log.then_some(accepted);
-    let permits = (own, process);
-    conn::serve(client, peer, who, &service, permits, Some(routed), opened).await;
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        // Everything the routing needs lives in this block, so none of it is kept (beside
+        // the connection's own future) while the connection runs.
+        let serving = {
+            let accepted = Instant::now();
+            let Some((service, limit, who, routed)) = route(&mut client, peer, &router).await
+            else {
+                return;
+            };
+            drop(router);
+            service.listener.accepted.fetch_add(1, Ordering::Relaxed);
+            let active = Active::new(&service);
+            let own = match limit {
+                Some(limit) => match limit.acquire_owned().await {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return,
+                },
+                None => None,
+            };
+            let opened = service.upstream().settings.access_log.then_some(accepted);
+            let permits = (own, process, active);
+            conn::serve(client, who, service, permits, Some(routed), opened)
+        };
+        serving.await;
+    }
 }
 
 /// Greets `client` and reads its hello; returns the service it is routed to, with that

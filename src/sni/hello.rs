@@ -1,16 +1,23 @@
 //! Reading a TLS ClientHello without terminating TLS: as many segments as it takes, at most
 //! [`MAX_HELLO`] bytes, the handshake message reassembled from however many records carry
-//! it, then parsed by `tls-parser` for its server name. Every byte read is kept, to be sent
-//! on to the node untouched.
+//! it, then parsed by `tls-parser` for its server name.
+//!
+//! The hello is first only peeked at (`MSG_PEEK`, into one buffer per thread): a hello that
+//! came whole, the common case, stays in the socket, and the splice passes it on with the
+//! rest, so nothing of it is held while the node is connected. A hello still cut short when
+//! first seen is then read: those bytes are kept, to be sent on to the node untouched.
 
+use std::cell::RefCell;
+use std::future::poll_fn;
 use std::io;
+use std::task::Poll;
 use std::time::Duration;
 
 use tls_parser::{
     parse_tls_extensions, parse_tls_message_handshake, TlsExtension, TlsMessage,
     TlsMessageHandshake,
 };
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The most bytes read while looking for the server name.
@@ -124,31 +131,69 @@ pub enum HelloError {
     Io(#[from] io::Error),
 }
 
-/// Reads from `client` until [`examine`] decides (or [`MAX_HELLO`] bytes came, which counts
-/// as not TLS), within `limit`. Returns the bytes read and what they are.
+/// Reads `client`'s hello within `limit`, and says what it is. The bytes returned are those
+/// taken from the socket, to be sent on to the node first: none when the hello (or what came
+/// instead) was whole when first seen, and stays in the socket.
 pub async fn read(client: &mut TcpStream, limit: Duration) -> Result<(Vec<u8>, Seen), HelloError> {
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let reading = async {
-        loop {
-            if buf.len() == buf.capacity() {
-                buf.reserve(buf.len().min(MAX_HELLO - buf.len()));
-            }
-            let n = client.read_buf(&mut buf).await?;
-            if n == 0 {
-                return Err(HelloError::Io(io::ErrorKind::UnexpectedEof.into()));
-            }
-            match examine(&buf) {
-                Seen::More if buf.len() >= MAX_HELLO => return Ok(Seen::NotTls),
-                Seen::More => {}
-                seen => return Ok(seen),
-            }
+        match peek(client).await? {
+            Seen::More => take(client).await,
+            seen => Ok((Vec::new(), seen)),
         }
     };
     match tokio::time::timeout(limit, reading).await {
-        Ok(Ok(seen)) => Ok((buf, seen)),
-        Ok(Err(e)) => Err(e),
+        Ok(result) => result,
         Err(_) => Err(HelloError::Timeout(limit)),
     }
+}
+
+thread_local! {
+    /// The buffer each thread peeks into; what is seen is examined before the poll returns.
+    static PEEKED: RefCell<Box<[u8]>> = RefCell::new(vec![0; MAX_HELLO].into_boxed_slice());
+}
+
+/// Waits for `client`'s first bytes and examines them without taking them from the socket.
+async fn peek(client: &TcpStream) -> Result<Seen, HelloError> {
+    poll_fn(|cx| {
+        PEEKED.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let mut seen = ReadBuf::new(&mut buf[..]);
+            match client.poll_peek(cx, &mut seen) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => Poll::Ready(Err(HelloError::Io(e))),
+                Poll::Ready(Ok(0)) => Poll::Ready(Err(eof())),
+                Poll::Ready(Ok(n)) => Poll::Ready(Ok(match examine(seen.filled()) {
+                    Seen::More if n >= MAX_HELLO => Seen::NotTls,
+                    seen => seen,
+                })),
+            }
+        })
+    })
+    .await
+}
+
+/// Reads from `client` until [`examine`] decides (or [`MAX_HELLO`] bytes came, which counts
+/// as not TLS). Returns the bytes read and what they are.
+async fn take(client: &mut TcpStream) -> Result<(Vec<u8>, Seen), HelloError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.len().min(MAX_HELLO - buf.len()));
+        }
+        if client.read_buf(&mut buf).await? == 0 {
+            return Err(eof());
+        }
+        match examine(&buf) {
+            Seen::More if buf.len() >= MAX_HELLO => return Ok((buf, Seen::NotTls)),
+            Seen::More => {}
+            seen => return Ok((buf, seen)),
+        }
+    }
+}
+
+/// The client closed before its hello was whole.
+fn eof() -> HelloError {
+    HelloError::Io(io::ErrorKind::UnexpectedEof.into())
 }
 
 #[cfg(test)]
