@@ -71,6 +71,15 @@ pub struct Args {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Write the process ID to FILE once serving (atomically); removed at exit.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Upgrade the running tierlb whose PID is in --pid-file (SIGUSR2) and wait until the new
+    /// process serves; exit 0 then, 1 if it did not within 35 s.
+    #[arg(long, requires = "pid_file")]
+    pub upgrade: bool,
 }
 
 /// How log lines are written (to standard error).

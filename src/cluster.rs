@@ -77,6 +77,8 @@ pub struct Cluster {
     /// Hybrid logical clock of operator decisions (see `merge::stamp`).
     clock: AtomicU64,
     members: Mutex<Vec<Member>>,
+    /// The gossip socket, listed for an upgrade's handover.
+    _held: crate::upgrade::Held,
 }
 
 impl Cluster {
@@ -87,8 +89,9 @@ impl Cluster {
         shared: Arc<Shared>,
         stop: CancellationToken,
     ) -> anyhow::Result<Arc<Cluster>> {
-        let socket = std::net::UdpSocket::bind(config.listen)
+        let socket = crate::upgrade::take_udp(config.listen)
             .with_context(|| format!("cannot bind the cluster address {} (UDP)", config.listen))?;
+        let held = crate::upgrade::hold(crate::upgrade::Role::Gossip, config.listen, &socket)?;
         let bound = socket.local_addr()?;
         let advertise = config
             .advertise
@@ -128,6 +131,7 @@ impl Cluster {
             traffic,
             clock: AtomicU64::new(0),
             members: Mutex::new(Vec::new()),
+            _held: held,
         });
         tracing::info!(
             name = %config.name,

@@ -202,3 +202,21 @@ async fn probe_loop(node: &Arc<Node>, service: &Service) {
         next = (next + jittered(settings.health.interval)).max(Instant::now());
     }
 }
+
+/// Waits until every node of `services` has had its first probe, at most `within`: a process
+/// that takes over from another (an upgrade) says it is ready with its own view of the nodes.
+pub async fn first_verdicts(services: &[Arc<Service>], within: Duration) {
+    let deadline = Instant::now() + within;
+    let all_seen = || {
+        services.iter().all(|s| {
+            s.upstream()
+                .nodes
+                .nodes
+                .iter()
+                .all(|n| n.last_check().is_some())
+        })
+    };
+    while !all_seen() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

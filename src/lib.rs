@@ -35,7 +35,9 @@
 //! - [`server`]: binds and wires every service, probes, reloads and the admin endpoint;
 //!   drains.
 //! - [`health`]: the active probe loop of each node.
-//! - [`shutdown`]: the signals that stop and reload tierlb.
+//! - [`shutdown`]: the signals that stop, reload and upgrade tierlb.
+//! - [`upgrade`]: binary upgrades (the listening sockets handed to a new process), the
+//!   sockets systemd passes, the PID file and systemd's readiness.
 //! - [`reload`]: the pure service diff and its application on SIGHUP.
 //! - [`roster`]: a service's node list (listed and discovered) put in force, by address.
 //! - [`dns`]: the process's DNS client (hickory-resolver), used only off the connect path.
@@ -114,6 +116,7 @@ pub(crate) mod splice;
 pub(crate) mod state;
 pub(crate) mod throttle;
 pub(crate) mod timings;
+pub mod upgrade;
 pub(crate) mod upstream;
 
 pub use config::Config;

@@ -17,6 +17,18 @@ use tierlb::Config;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let (true, Some(pid_file)) = (args.upgrade, &args.pid_file) {
+        return match tierlb::upgrade::host::request(pid_file, Duration::from_secs(35)) {
+            Ok((old, new)) => {
+                println!("upgraded: process {old} replaced by {new}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tierlb: error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match args.load_config() {
         Ok(config) => config,
         Err(e) => {
@@ -48,7 +60,19 @@ fn main() -> ExitCode {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
-    match serve(args, config) {
+    let options = tierlb::upgrade::Options {
+        exe: std::env::current_exe()
+            .unwrap_or_else(|_| std::env::args_os().next().unwrap_or_default().into()),
+        args: std::env::args_os().skip(1).collect(),
+        pid_file: args.pid_file.clone(),
+    };
+    if let Err(e) = tierlb::upgrade::at_start(options) {
+        tracing::error!("{e}");
+        return ExitCode::FAILURE;
+    }
+    let served = serve(args, config);
+    tierlb::upgrade::at_exit();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -100,7 +124,11 @@ fn serve(args: Args, config: Config) -> anyhow::Result<()> {
                 tracing::debug!("reload after the server stopped: ignored");
             }
         };
-        tierlb::shutdown::handle_signals(shutdown.clone(), reload)
+        let upgrading = shutdown.clone();
+        let upgrade = move || {
+            tokio::spawn(tierlb::upgrade::begin(upgrading.clone()));
+        };
+        tierlb::shutdown::handle_signals(shutdown.clone(), reload, upgrade)
             .context("cannot install signal handlers")?;
         tokio::spawn(tierlb::run(config, shutdown, reloaded))
             .await

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Accept queue length asked of the kernel (capped by `net.core.somaxconn`). While tierlb is
 /// at its connection limit or out of descriptors, clients wait here rather than being refused.
-const BACKLOG: i32 = 4096;
+pub const BACKLOG: i32 = 4096;
 
 /// Binds a listening socket with SO_REUSEADDR, so a restart does not wait out TIME_WAIT, and
 /// TCP_NODELAY, which Linux copies to every accepted socket (see [`prepare_client`]).

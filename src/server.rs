@@ -26,6 +26,7 @@ use crate::roster::{self, Start};
 use crate::service::Service;
 use crate::sni::{Route, Router};
 use crate::state::Shared;
+use crate::upgrade::{self, Role};
 use crate::{admin, buffers, discovery, health, net, sni, splice};
 
 /// A configuration read again on SIGHUP, or why it could not be.
@@ -49,12 +50,14 @@ pub async fn run(
 /// Binds one service's listen address.
 fn bind(service: &ServiceConfig) -> io::Result<TcpListener> {
     let listen = service.listen;
-    net::bind_listener(listen).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot listen on {listen} (service {}): {e}", service.name),
-        )
-    })
+    upgrade::take_tcp(Role::Service, listen, net::BACKLOG)
+        .and_then(TcpListener::from_std)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {listen} (service {}): {e}", service.name),
+            )
+        })
 }
 
 /// How long serving waits at start for the first answers of DNS names, at most.
@@ -111,7 +114,10 @@ impl Start for Tasks {
             process: Arc::clone(&self.process_limit),
         };
         let connections = self.connections.clone();
+        let configured = service.found.lock().config.listen;
+        let held = upgrade::hold_service(configured, &listener);
         self.loops.spawn(async move {
+            let _held = held;
             let stop = service.stop.clone();
             let serves = Serves::One(Arc::clone(&service));
             listener::accept_loop(&listener, &serves, limits, &connections, &stop).await;
@@ -150,7 +156,9 @@ impl Start for Tasks {
         };
         let connections = self.connections.clone();
         let serving = Arc::clone(&router);
+        let held = upgrade::hold_service(listen, &listener);
         self.loops.spawn(async move {
+            let _held = held;
             let stop = serving.stop.clone();
             let serves = Serves::Shared(serving);
             listener::accept_loop(&listener, &serves, limits, &connections, &stop).await;
@@ -245,7 +253,7 @@ pub async fn serve(
             Arc::clone(&shared),
             cluster,
             tasks.budget.admin,
-            admin_stop,
+            admin_stop.clone(),
         )?;
     }
     for service in &services {
@@ -270,6 +278,8 @@ pub async fn serve(
         }
     }
     shared.routers.store(Arc::new(routers));
+    health::first_verdicts(&services, FIRST_ANSWERS).await;
+    upgrade::ready();
 
     let reloading = async {
         while let Some(config) = reloads.recv().await {
@@ -284,6 +294,10 @@ pub async fn serve(
         () = every_second(&shared) => {}
     }
     shared.draining.store(true, Ordering::Relaxed);
+    // Handed over: the new process answers the admin endpoint and gossips from now on.
+    if upgrade::handed_over() {
+        admin_stop.cancel();
+    }
     tasks.loops.close();
     tasks.loops.wait().await;
     tasks.stop_probes.cancel();

@@ -66,8 +66,9 @@ pub fn start(
     max_connections: u32,
     stop: CancellationToken,
 ) -> io::Result<()> {
-    let listener = net::bind_std_listener(addr, BACKLOG)
+    let listener = crate::upgrade::take_tcp(crate::upgrade::Role::Admin, addr, BACKLOG)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot serve admin on {addr}: {e}")))?;
+    let held = crate::upgrade::hold(crate::upgrade::Role::Admin, addr, &listener)?;
     let slots = Slots::new(max_connections);
     let (regular, per_source, lane, waiting_room) = slots.sizes();
     tracing::info!(
@@ -92,6 +93,7 @@ pub fn start(
                 }
             };
             runtime.block_on(async move {
+                let _held = held;
                 match tokio::net::TcpListener::from_std(listener) {
                     Ok(listener) => serve(listener, routes, &shared, &slots, stop).await,
                     Err(e) => tracing::error!(error = %e, "admin endpoint stopped"),
