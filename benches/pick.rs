@@ -22,6 +22,7 @@ fn nodes(count: usize) -> (NodeSet, Vec<ActiveGuard>) {
             backup: false,
             proxy_protocol: tierlb::config::ProxyProtocol::Off,
             source: Vec::new(),
+            drained: false,
         })
         .collect();
     let set = NodeSet::new(&configs, &std::sync::Arc::from("bench"), 2, 3);

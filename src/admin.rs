@@ -301,6 +301,7 @@ fn set_drained(
                     node.set_drained(drained, &by);
                 }
             }
+            shared.save_state();
             Json(status::node_json(node)).into_response()
         }
         None => (

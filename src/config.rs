@@ -69,6 +69,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// The DNS servers asked for node names (`resolvers`); empty: those of /etc/resolv.conf.
     pub resolvers: Vec<SocketAddr>,
+    /// Where operator decisions are kept across restarts (`state_file`); `None`: nowhere.
+    pub state_file: Option<std::path::PathBuf>,
     /// Values that are legal but likely wrong, each naming the file, line and key.
     pub warnings: Vec<String>,
 }
@@ -183,6 +185,9 @@ pub struct NodeConfig {
     /// Local addresses to connect from, in turn: its own `source`, else its service's (empty:
     /// the kernel's choice).
     pub source: Vec<std::net::IpAddr>,
+    /// Drained from the start (`drained = true` in its table): it takes no new client until
+    /// an operator enables it.
+    pub drained: bool,
 }
 
 /// Active probe settings (`[health]`).

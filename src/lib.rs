@@ -48,6 +48,7 @@
 //!   what each publishes, and the merge rules that turn peers' reports into each node's
 //!   suspect flag, cluster-wide load and drain.
 //! - [`admin`]: the HTTP endpoint for metrics, status, the status page and node drain.
+//! - [`persist`]: the state file, operator decisions kept across restarts.
 //! - [`throttle`]: rate-limited log lines.
 //! - [`timings`]: recorded durations (connect times, queue waits) as quantiles and buckets.
 //! - [`net`]: socket options and which errors are this host's own.
@@ -104,6 +105,7 @@ pub(crate) mod listener;
 pub(crate) mod metrics;
 pub mod net;
 pub mod node;
+pub(crate) mod persist;
 pub(crate) mod proxy_protocol;
 pub(crate) mod queue;
 pub(crate) mod reload;

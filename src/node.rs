@@ -90,6 +90,8 @@ pub struct Node {
     fall: AtomicU32,
     /// Taken out of service by an operator: no new connections, open ones run on.
     drained: AtomicBool,
+    /// `drained` as the configuration last said it.
+    configured_drained: AtomicBool,
     /// When the node last changed state (up, down, drained, enabled), in ms since the epoch.
     since: AtomicU64,
     /// Cancelled when a reload removes the node: its probe loop ends.
@@ -126,7 +128,8 @@ impl Node {
             health: AtomicU64::new(Health::NEW.pack()),
             rise: AtomicU32::new(rise),
             fall: AtomicU32::new(fall),
-            drained: AtomicBool::new(false),
+            drained: AtomicBool::new(config.drained),
+            configured_drained: AtomicBool::new(config.drained),
             since: AtomicU64::new(epoch_ms(SystemTime::now())),
             removed: CancellationToken::new(),
             stats: NodeStats::default(),
@@ -158,6 +161,15 @@ impl Node {
         self.rise.store(rise, Ordering::Relaxed);
         self.fall.store(fall, Ordering::Relaxed);
         self.source.set(&config.source);
+        // `drained` in the file applies when it changes there; an operator's decision taken
+        // since stays otherwise.
+        if self
+            .configured_drained
+            .swap(config.drained, Ordering::Relaxed)
+            != config.drained
+        {
+            self.set_drained(config.drained, "the configuration");
+        }
     }
 
     /// The `discover` entry that found the node, as `dns name:port` or `srv name`.

@@ -387,6 +387,7 @@ async fn every_second(shared: &Shared) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        shared.save_state(); // peers' decisions (this instance's are saved as taken)
         for service in shared.services().iter() {
             for node in &service.upstream().nodes.nodes {
                 node.stats.sample();

@@ -27,12 +27,23 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// When serving started.
     pub started: SystemTime,
+    /// Where operator decisions are kept across restarts (`state_file`, read at start).
+    pub state_file: Option<crate::persist::StateFile>,
 }
 
 impl Shared {
-    /// Shared state for `config` with its `services` (already built on their listeners).
+    /// Shared state for `config` with its `services` (already built on their listeners), the
+    /// decisions of its state file, if any, adopted on their nodes.
     pub fn new(config: Config, services: Vec<Arc<Service>>) -> Arc<Shared> {
+        let state_file = config
+            .state_file
+            .as_deref()
+            .map(crate::persist::StateFile::new);
+        if let Some(file) = &state_file {
+            file.restore(&services);
+        }
         Arc::new(Shared {
+            state_file,
             services: ArcSwap::from_pointee(services),
             config: ArcSwap::from_pointee(config),
             process: ProcessStats::default(),
@@ -46,6 +57,13 @@ impl Shared {
     pub fn replace(&self, config: Config, services: Vec<Arc<Service>>) {
         self.services.store(Arc::new(services));
         self.config.store(Arc::new(config));
+    }
+
+    /// Writes the decisions in force to the state file, if there is one and they changed.
+    pub fn save_state(&self) {
+        if let Some(file) = &self.state_file {
+            file.save(&self.services());
+        }
     }
 
     /// The configuration in force.

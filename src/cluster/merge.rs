@@ -47,7 +47,7 @@ pub fn too_far_ahead(stamp: u64, now_ms: u64, max_skew: Duration) -> Option<u64>
 /// Whether decision `a` is later than `b`: by timestamp, then by instance name so that two
 /// decisions with one timestamp resolve the same way on every instance.
 pub fn later(a: &Decision, b: &Decision) -> bool {
-    (a.stamp, &a.by) > (b.stamp, &b.by)
+    a.later_than(b)
 }
 
 /// One live peer's verdict about a node, as this instance judges it.

@@ -77,6 +77,7 @@ impl DiscoverConfig {
             backup: self.backup || srv_backup,
             proxy_protocol: self.proxy_protocol,
             source: self.source.clone(),
+            drained: false,
         }
     }
 }

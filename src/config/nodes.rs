@@ -10,13 +10,14 @@ use super::service::proxy_protocol;
 use super::walk::{Section, Span, Walk};
 use super::{ConfigError, NodeAddr, NodeConfig, ProxyProtocol};
 
-const NODE_KEYS: [&str; 6] = [
+const NODE_KEYS: [&str; 7] = [
     "address",
     "weight",
     "max_connections",
     "backup",
     "proxy_protocol",
     "source",
+    "drained",
 ];
 
 /// What a node takes from its service unless its own table sets it.
@@ -91,6 +92,7 @@ pub(super) fn flag_nodes(
             backup: false,
             proxy_protocol: inherit.proxy_protocol,
             source: inherit.source.clone(),
+            drained: false,
         });
     }
     Ok(nodes)
@@ -150,6 +152,7 @@ fn node(walk: &mut Walk<'_>, key: &str, value: &Value, inherit: &Inherit) -> Opt
             backup: false,
             proxy_protocol: inherit.proxy_protocol,
             source: inherit.source.clone(),
+            drained: false,
         });
     }
     let Some(table) = value.as_inline_table() else {
@@ -179,5 +182,6 @@ fn node(walk: &mut Walk<'_>, key: &str, value: &Value, inherit: &Inherit) -> Opt
         backup: settings.backup,
         proxy_protocol: settings.proxy_protocol,
         source: settings.source,
+        drained: walk.flag(&section, "drained").unwrap_or(false),
     })
 }

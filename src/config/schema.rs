@@ -17,11 +17,12 @@ use super::{
 /// Most runtime threads: far more than any machine's cores, far fewer than would exhaust it.
 const MAX_THREADS: u32 = 1024;
 
-const TOP_KEYS: [&str; 18] = [
+const TOP_KEYS: [&str; 19] = [
     "listen",
     "nodes",
     "discover",
     "resolvers",
+    "state_file",
     "balance",
     "retries",
     "dns_ttl",
@@ -57,6 +58,13 @@ pub(super) fn read(text: &str, path: &str, overrides: &Overrides) -> Result<Conf
     let admin = admin(&mut walk, &top, overrides);
     let cluster = super::cluster::read(&mut walk, &top, path, overrides.cluster_advertise);
     let resolvers = super::discover::resolvers(&mut walk, &top);
+    let state_file = walk
+        .string(
+            &top,
+            "state_file",
+            "a file path such as \"/var/lib/tierlb/state.json\"",
+        )
+        .map(|(path, _)| std::path::PathBuf::from(path));
     let services = if top.table.contains_key("services") {
         several(&mut walk, &top, overrides)?
     } else {
@@ -72,6 +80,7 @@ pub(super) fn read(text: &str, path: &str, overrides: &Overrides) -> Result<Conf
         admin,
         cluster,
         resolvers,
+        state_file,
         warnings: Vec::new(),
     };
     likely_wrong(&mut walk, &top, &config);

@@ -60,6 +60,9 @@ impl Config {
             let list: Vec<String> = self.resolvers.iter().map(ToString::to_string).collect();
             let _ = writeln!(out, "resolvers {}", list.join(", "));
         }
+        if let Some(path) = &self.state_file {
+            let _ = writeln!(out, "state file {}", path.display());
+        }
         let _ = writeln!(out, "threads {}", self.threads);
         for warning in &self.warnings {
             let _ = writeln!(out, "warning: {warning}");
@@ -101,6 +104,9 @@ impl ServiceConfig {
             }
             if node.backup {
                 out.push_str(" backup");
+            }
+            if node.drained {
+                out.push_str(" drained");
             }
             if node.proxy_protocol != super::ProxyProtocol::Off {
                 let _ = write!(out, " proxy_protocol {}", node.proxy_protocol.name());

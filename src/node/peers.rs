@@ -42,6 +42,14 @@ pub struct Decision {
     pub by: String,
 }
 
+impl Decision {
+    /// Whether this decision is later than `other`: by timestamp, then by instance name, so
+    /// that two decisions with one timestamp resolve the same way on every instance.
+    pub fn later_than(&self, other: &Decision) -> bool {
+        (self.stamp, &self.by) > (other.stamp, &other.by)
+    }
+}
+
 /// The cluster's view of one node, as stored on it.
 #[derive(Debug, Default)]
 pub struct PeerView {

@@ -39,6 +39,7 @@ mod tests {
             backup: false,
             proxy_protocol: ProxyProtocol::Off,
             source: Vec::new(),
+            drained: false,
         };
         let node = Arc::new(Node::new(&config, &Arc::from("web"), 2, 3));
         let guard = node.try_acquire().expect("first slot");

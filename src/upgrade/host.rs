@@ -8,14 +8,19 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Writes this process's ID to `path` atomically: a temporary file beside it, synced, then
-/// renamed over it.
+/// Writes this process's ID to `path` atomically.
 pub fn write(path: &Path) -> io::Result<()> {
+    write_atomically(path, format!("{}\n", std::process::id()).as_bytes())
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, synced, then renamed over
+/// it, so a reader (or a restart after a crash) sees the old content or the new, never part.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{}.tmp", std::process::id()));
     let temporary = path.with_file_name(name);
     let mut file = std::fs::File::create(&temporary)?;
-    writeln!(file, "{}", std::process::id())?;
+    file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&temporary, path)
 }
