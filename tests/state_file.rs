@@ -13,13 +13,21 @@ use nix::sys::signal::Signal;
 const TOKEN: &str = "state-file-test-token-0123456789";
 
 /// A config of two nodes with an admin endpoint on port 0, the state file at `state`.
-fn config(nodes: &[&Backend], state: &std::path::Path, node1: &str) -> String {
+fn config(nodes: &[Backend], state: &std::path::Path, node1: &str) -> String {
     format!(
         "listen = \"127.0.0.1:0\"\nstate_file = \"{}\"\nnodes = [{node1}, \"{}\"]\n\
          [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n",
         state.display(),
         nodes[1].addr
     )
+}
+
+/// Two nodes, and where a state file may go (the directory lives as long as its guard).
+async fn setup() -> (Vec<Backend>, tempfile::TempDir, std::path::PathBuf) {
+    let nodes = vec![Backend::start("n1").await, Backend::start("n2").await];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.json");
+    (nodes, dir, state)
 }
 
 /// Whether the admin endpoint at `admin` reports `node` drained (from its metrics).
@@ -42,15 +50,9 @@ async fn six(addr: SocketAddr) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_survives_kill_9_and_a_corrupt_file_starts_clean() {
-    let nodes = [Backend::start("n1").await, Backend::start("n2").await];
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("state.json");
+    let (nodes, _dir, state) = setup().await;
     let n1 = nodes[0].addr;
-    let file = ConfigFile::new(&config(
-        &[&nodes[0], &nodes[1]],
-        &state,
-        &format!("\"{n1}\""),
-    ));
+    let file = ConfigFile::new(&config(&nodes, &state, &format!("\"{n1}\"")));
 
     let first = Tierlb::with_config(&file);
     let admin = first.logged_addr("admin listening");
@@ -105,25 +107,16 @@ async fn a_drain_survives_kill_9_and_a_corrupt_file_starts_clean() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drained_in_the_config_holds_from_the_start_and_a_reload_changes_it() {
-    let nodes = [Backend::start("n1").await, Backend::start("n2").await];
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("state.json");
+    let (nodes, _dir, state) = setup().await;
     let n1 = nodes[0].addr;
-    let file = ConfigFile::new(&config(
-        &[&nodes[0], &nodes[1]],
-        &state,
-        &format!("{{ address = \"{n1}\", drained = true }}"),
-    ));
+    let drained_n1 = format!("{{ address = \"{n1}\", drained = true }}");
+    let file = ConfigFile::new(&config(&nodes, &state, &drained_n1));
     let tierlb = Tierlb::with_config(&file);
     let admin = tierlb.logged_addr("admin listening");
     assert_eq!(drained(admin, n1).await, Some(1.0));
     assert!(six(tierlb.addr).await.iter().all(|n| n == "n2"));
 
-    file.rewrite(&config(
-        &[&nodes[0], &nodes[1]],
-        &state,
-        &format!("\"{n1}\""),
-    ));
+    file.rewrite(&config(&nodes, &state, &format!("\"{n1}\"")));
     tierlb.signal(Signal::SIGHUP);
     assert!(
         tierlb

@@ -54,6 +54,13 @@ impl Drop for Last {
     }
 }
 
+/// Starts tierlb on `config` with `pid_file`; the guard kills whichever process serves last.
+fn start(config: &ConfigFile, pid_file: &Path) -> (Tierlb, Last) {
+    let path = pid_file.to_str().expect("utf-8");
+    let tierlb = Tierlb::start(&["-c", config.path(), "--pid-file", path]);
+    (tierlb, Last(pid_file.to_owned()))
+}
+
 /// Upgrades the process in `pid_file` with SIGUSR2; returns the new process ID once it
 /// serves, after the old one has exited.
 fn upgrade(pid_file: &Path) -> u32 {
@@ -155,13 +162,7 @@ async fn three_upgrades_under_load_lose_no_client_and_cut_no_transfer() {
          [services.bulk]\nlisten = \"127.0.0.1:0\"\nnodes = [\"{bulk}\"]\n",
         toml_nodes(&[nodes[0].addr, nodes[1].addr])
     ));
-    let first = Tierlb::start(&[
-        "-c",
-        config.path(),
-        "--pid-file",
-        pid_file.to_str().expect("utf-8"),
-    ]);
-    let _last = Last(pid_file.clone());
+    let (first, _last) = start(&config, &pid_file);
     let (web, bulk_at) = (first.service_addr("web"), first.service_addr("bulk"));
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(Failures::default());
@@ -234,13 +235,7 @@ async fn clients_queued_at_the_limit_during_an_upgrade_are_all_served() {
         "listen = \"127.0.0.1:0\"\nnodes = [\"{}\"]\nmax_connections = 2\n",
         node.addr
     ));
-    let first = Tierlb::start(&[
-        "-c",
-        config.path(),
-        "--pid-file",
-        pid_file.to_str().expect("utf-8"),
-    ]);
-    let _last = Last(pid_file.clone());
+    let (first, _last) = start(&config, &pid_file);
     // Two clients hold the old process's two slots; ten more wait in the accept queue.
     let held = common::hold(first.addr, 2).await;
     let mut queued = Vec::new();
@@ -280,13 +275,7 @@ async fn a_new_binary_that_cannot_start_leaves_the_old_one_serving() {
     let pid_file = dir.path().join("tierlb.pid");
     let good = format!("listen = \"127.0.0.1:0\"\nnodes = [\"{}\"]\n", node.addr);
     let config = ConfigFile::new(&good);
-    let first = Tierlb::start(&[
-        "-c",
-        config.path(),
-        "--pid-file",
-        pid_file.to_str().expect("utf-8"),
-    ]);
-    let _last = Last(pid_file.clone());
+    let (first, _last) = start(&config, &pid_file);
     let old = wait_until(WAIT, || pid_in(&pid_file)).expect("PID file");
     config.rewrite(&format!("{good}retries = \"many\"\n"));
     let request = std::process::Command::new(common::bin())
