@@ -235,9 +235,10 @@ pub async fn serve(
     let admin = config.admin.listen;
     let cluster_config = config.cluster.clone();
     let shared = Shared::new(config, services.clone());
-    // The admin endpoint and gossip keep running through the drain, and stop when this
-    // returns.
+    // Gossip runs through the drain (publishing the draining connections) until this returns;
+    // so does the admin endpoint, unless a handover stops it at once (`admin_only`).
     let admin_stop = CancellationToken::new();
+    let admin_only = admin_stop.child_token();
     let _stop_admin_on_return = admin_stop.clone().drop_guard();
     let cluster = match &cluster_config {
         Some(c) => Some(
@@ -253,7 +254,7 @@ pub async fn serve(
             Arc::clone(&shared),
             cluster,
             tasks.budget.admin,
-            admin_stop.clone(),
+            admin_only.clone(),
         )?;
     }
     for service in &services {
@@ -294,9 +295,8 @@ pub async fn serve(
         () = every_second(&shared) => {}
     }
     shared.draining.store(true, Ordering::Relaxed);
-    // Handed over: the new process answers the admin endpoint and gossips from now on.
     if upgrade::handed_over() {
-        admin_stop.cancel();
+        admin_only.cancel();
     }
     tasks.loops.close();
     tasks.loops.wait().await;

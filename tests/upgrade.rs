@@ -6,11 +6,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::process::{exited, pid_in, KillNamed};
 use common::{
     connect_named, start_hashing_backend, toml_nodes, wait_until, Backend, ConfigFile, Stamped,
     Tierlb, WAIT,
@@ -21,44 +22,17 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 /// How long an upgrade (start, handover, readiness) may take on a busy machine.
 const UPGRADE: Duration = Duration::from_secs(45);
 
-/// The process ID in `path`, once there.
-fn pid_in(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Whether process `pid` has exited (gone, or a zombie nobody reaped).
-fn exited(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => true,
-    }
-}
-
 /// Sends `signal` to `pid`.
 fn kill(pid: u32, signal: Signal) {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
     let _ = nix::sys::signal::kill(pid, signal);
 }
 
-/// Kills whatever process the PID file names when the test ends, however it ends: after an
-/// upgrade the serving process is no child of the test.
-struct Last(PathBuf);
-
-impl Drop for Last {
-    fn drop(&mut self) {
-        if let Some(pid) = pid_in(&self.0) {
-            kill(pid, Signal::SIGKILL);
-        }
-    }
-}
-
 /// Starts tierlb on `config` with `pid_file`; the guard kills whichever process serves last.
-fn start(config: &ConfigFile, pid_file: &Path) -> (Tierlb, Last) {
+fn start(config: &ConfigFile, pid_file: &Path) -> (Tierlb, KillNamed) {
     let path = pid_file.to_str().expect("utf-8");
     let tierlb = Tierlb::start(&["-c", config.path(), "--pid-file", path]);
-    (tierlb, Last(pid_file.to_owned()))
+    (tierlb, KillNamed(pid_file.to_owned()))
 }
 
 /// Upgrades the process in `pid_file` with SIGUSR2; returns the new process ID once it

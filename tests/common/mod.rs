@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 pub mod cluster;
 pub mod discovery;
 pub mod dns;
+pub mod process;
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(15);
