@@ -17,10 +17,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Extension, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Extension, State};
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +40,7 @@ pub struct AdminClient(pub std::net::SocketAddr);
 type Client = Extension<AdminClient>;
 
 mod deadline;
+mod decide;
 mod guard;
 mod serve;
 mod slots;
@@ -85,14 +86,16 @@ pub fn router(shared: Arc<Shared>, cluster: Option<Arc<Cluster>>) -> Router {
         .route("/status", get(status))
         .route("/live", get(live))
         .route("/ready", get(ready))
-        .route("/services/{service}/nodes/{address}/drain", post(drain))
-        .route("/services/{service}/nodes/{address}/enable", post(enable))
-        .route("/nodes/{address}/drain", post(drain_only))
-        .route("/nodes/{address}/enable", post(enable_only))
+        .route("/services/{service}/nodes/{address}/drain", post(decide::drain))
+        .route("/services/{service}/nodes/{address}/enable", post(decide::enable))
+        .route("/services/{service}/nodes/{address}/weight", put(decide::weight))
+        .route("/nodes/{address}/drain", post(decide::drain_only))
+        .route("/nodes/{address}/enable", post(decide::enable_only))
+        .route("/nodes/{address}/weight", put(decide::weight_only))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                "not found; try GET /, /metrics, /status, /live, /ready or POST /services/{service}/nodes/{address}/drain|enable\n",
+                "not found; try GET /, /metrics, /status, /live, /ready, POST /services/{service}/nodes/{address}/drain|enable or PUT /services/{service}/nodes/{address}/weight\n",
             )
         })
         .layer(Extension(cluster))
@@ -210,106 +213,6 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn status(State(shared): State<Arc<Shared>>, Extension(cluster): Members) -> Json<Value> {
     Json(status::status_json(&shared, cluster.as_deref()))
-}
-
-async fn drain(
-    state: State<Arc<Shared>>,
-    members: Members,
-    client: Client,
-    Path((service, address)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let target = (Some(service), address);
-    set_drained(state, members, client, target, headers, true)
-}
-
-async fn enable(
-    state: State<Arc<Shared>>,
-    members: Members,
-    client: Client,
-    Path((service, address)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let target = (Some(service), address);
-    set_drained(state, members, client, target, headers, false)
-}
-
-async fn drain_only(
-    state: State<Arc<Shared>>,
-    members: Members,
-    client: Client,
-    Path(address): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    set_drained(state, members, client, (None, address), headers, true)
-}
-
-async fn enable_only(
-    state: State<Arc<Shared>>,
-    members: Members,
-    client: Client,
-    Path(address): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    set_drained(state, members, client, (None, address), headers, false)
-}
-
-/// Drains or enables a node of `service` (the only service, when `None`); in a cluster, the
-/// decision is stamped and published, so every instance applies it.
-fn set_drained(
-    State(shared): State<Arc<Shared>>,
-    Extension(cluster): Members,
-    Extension(AdminClient(client)): Client,
-    (service, address): (Option<String>, String),
-    headers: HeaderMap,
-    drained: bool,
-) -> Response {
-    if let Some(refusal) = guard::refusal(&shared, &headers) {
-        return refusal;
-    }
-    let found = match &service {
-        Some(name) => shared.service(name),
-        None => {
-            let services = shared.services();
-            if services.len() != 1 {
-                let message = "there are several services: use POST /services/{service}/nodes/{address}/drain|enable\n";
-                return (StatusCode::BAD_REQUEST, message).into_response();
-            }
-            services.first().cloned()
-        }
-    };
-    let Some(service) = found else {
-        let name = service.unwrap_or_default();
-        return (StatusCode::NOT_FOUND, format!("no service `{name}`\n")).into_response();
-    };
-    let upstream = service.upstream();
-    match upstream.nodes.find(&address) {
-        Some(node) => {
-            let by = format!("admin client {}", client.ip());
-            match &cluster {
-                Some(c) => c.decide(node, drained, &by),
-                None => {
-                    // Kept as a decision, as a cluster keeps its own: who took it, and when.
-                    let now = crate::node::epoch_ms(std::time::SystemTime::now());
-                    let stamp = crate::cluster::stamp(0, now);
-                    let decision = crate::node::Decision {
-                        drained,
-                        stamp,
-                        by: by.clone(),
-                    };
-                    node.peers.adopt(decision, |_, _| true);
-                    node.set_drained(drained, &by);
-                }
-            }
-            shared.save_state();
-            Json(status::node_json(node)).into_response()
-        }
-        None => (
-            StatusCode::NOT_FOUND,
-            format!("no node `{address}` in service `{}`\n", service.name),
-        )
-            .into_response(),
-    }
 }
 
 async fn page(State(shared): State<Arc<Shared>>, Extension(cluster): Members) -> Html<String> {

@@ -147,14 +147,15 @@ impl Cluster {
 
     /// Drains (`drained`) or enables `node` by an operator's decision taken here (by `client`
     /// of the admin endpoint): stamped, applied at once and published for the others.
-    pub fn decide(&self, node: &Node, drained: bool, client: &str) {
+    pub fn decide(&self, node: &Node, drained: bool, weight: Option<u32>, client: &str) {
         let decision = Decision {
             drained,
+            weight,
             stamp: self.stamp(),
             by: self.name.clone(),
         };
-        node.peers.adopt(decision, merge::later);
-        node.set_drained(drained, &format!("{client} of {}", self.name));
+        node.peers.adopt(decision.clone(), merge::later);
+        node.apply(&decision, &format!("{client} of {}", self.name));
     }
 
     /// The members, this instance first.

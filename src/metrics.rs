@@ -16,6 +16,8 @@ use std::sync::atomic::AtomicU64;
 pub const NODE_UP: &str = "tierlb_node_up";
 /// Whether an operator took the node out of service through the admin API.
 pub const NODE_DRAINED: &str = "tierlb_node_drained";
+/// The node's weight in force (the file's, or the one an operator set at run time).
+pub const NODE_WEIGHT: &str = "tierlb_node_weight";
 /// Connections open to the node now.
 pub const NODE_ACTIVE: &str = "tierlb_node_active_connections";
 /// Connections made to the node.

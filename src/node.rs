@@ -28,6 +28,7 @@ mod source;
 mod state;
 mod stats;
 mod turns;
+mod weight;
 
 pub use dns::{Addresses, DnsError, Order};
 pub use peers::{Decision, PeerReport, PeerView, Verdict};
@@ -39,6 +40,7 @@ pub use source::Sources;
 pub use state::{Health, Observation, Transition};
 pub use stats::{FailureKind, NodeStats};
 pub use turns::{advance, later, STRIDE};
+pub use weight::MAX_WEIGHT;
 
 /// The last health result recorded for a node, for `/status`.
 #[derive(Debug, Clone)]
@@ -92,6 +94,8 @@ pub struct Node {
     drained: AtomicBool,
     /// `drained` as the configuration last said it.
     configured_drained: AtomicBool,
+    /// The weight an operator set at run time ([`weight::NONE`]: none, the file's applies).
+    runtime_weight: AtomicU32,
     /// When the node last changed state (up, down, drained, enabled), in ms since the epoch.
     since: AtomicU64,
     /// Cancelled when a reload removes the node: its probe loop ends.
@@ -130,6 +134,7 @@ impl Node {
             fall: AtomicU32::new(fall),
             drained: AtomicBool::new(config.drained),
             configured_drained: AtomicBool::new(config.drained),
+            runtime_weight: AtomicU32::new(weight::NONE),
             since: AtomicU64::new(epoch_ms(SystemTime::now())),
             removed: CancellationToken::new(),
             stats: NodeStats::default(),
@@ -146,7 +151,10 @@ impl Node {
 
     /// Applies (re)loaded settings; health, active count and counters are kept.
     pub fn configure(&self, config: &NodeConfig, rise: u32, fall: u32) {
-        self.weight.store(config.weight.max(1), Ordering::Relaxed);
+        let weight = config.weight.max(1);
+        if self.weight.swap(weight, Ordering::Relaxed) != weight {
+            self.reset_runtime_weight();
+        }
         self.backup.store(config.backup, Ordering::Relaxed);
         let proxy = match config.proxy_protocol {
             ProxyProtocol::Off => 0,
@@ -210,7 +218,10 @@ impl Node {
 
     /// Relative share of connections.
     pub fn weight(&self) -> u32 {
-        self.weight.load(Ordering::Relaxed)
+        match self.runtime_weight.load(Ordering::Relaxed) {
+            weight::NONE => self.weight.load(Ordering::Relaxed),
+            runtime => runtime.max(1),
+        }
     }
 
     /// Its virtual pass, for turns among ties.
@@ -237,6 +248,7 @@ impl Node {
     pub fn is_full(&self) -> bool {
         self.active() >= self.max_connections.load(Ordering::Relaxed)
             || self.drained.load(Ordering::Relaxed)
+            || self.runtime_weight.load(Ordering::Relaxed) == 0
     }
 
     /// Whether an operator drained the node.

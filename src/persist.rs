@@ -68,9 +68,9 @@ impl StateFile {
                 tracing::debug!(service = %entry.service, node = %entry.node, "state file names a node not configured: skipped");
                 continue;
             };
-            let (drained, by) = (entry.decision.drained, entry.decision.by.clone());
+            let decision = entry.decision.clone();
             if node.peers.adopt(entry.decision, Decision::later_than) {
-                node.set_drained(drained, &format!("the state file ({by})"));
+                node.apply(&decision, &format!("the state file ({})", decision.by));
                 applied += 1;
             }
         }
@@ -89,6 +89,9 @@ impl StateFile {
                     entry.insert("node".into(), Value::from(node.address.to_string()));
                     entry.insert("drained".into(), Value::from(d.drained));
                     entry.insert("stamp".into(), Value::from(d.stamp));
+                    if let Some(weight) = d.weight {
+                        entry.insert("weight".into(), Value::from(weight));
+                    }
                     entry.insert("by".into(), Value::from(d.by));
                     decisions.push(Value::Object(entry));
                 }
@@ -141,6 +144,15 @@ fn parse(text: &str) -> Result<Vec<Saved>, String> {
                     drained: d["drained"]
                         .as_bool()
                         .ok_or("a decision without `drained`")?,
+                    weight: match &d["weight"] {
+                        Value::Null => None,
+                        w => Some(
+                            w.as_u64()
+                                .and_then(|w| u32::try_from(w).ok())
+                                .filter(|w| *w <= crate::node::MAX_WEIGHT)
+                                .ok_or("a weight that is not a number from 0 to 256")?,
+                        ),
+                    },
                     stamp: d["stamp"].as_u64().ok_or("a decision without `stamp`")?,
                     by: text("by")?,
                 },

@@ -179,7 +179,7 @@ fn changes(node: &Node, new: &NodeConfig) -> Option<String> {
     let pairs = [
         (
             "weight",
-            node.weight().to_string(),
+            node.configured_weight().to_string(),
             new.weight.max(1).to_string(),
         ),
         (

@@ -105,4 +105,15 @@ async fn a_drain_reaches_every_instance_outlives_its_author_and_is_undone_anywhe
         let names = names(&hold(i.lb.addr, 6).await);
         assert!(names.iter().any(|n| n == "n1"), "{}: {names:?}", i.name);
     }
+
+    // A runtime weight travels the same way: 0 set on B takes n1 out everywhere.
+    assert_eq!(b.put(&format!("/nodes/{n1}/weight"), "0").await, 200);
+    for i in [&fresh, &b, &c] {
+        i.wait_status("n1 at weight 0", WAIT, |s| {
+            node(s, n1)["runtime_weight"] == 0
+        })
+        .await;
+        let names = names(&hold(i.lb.addr, 6).await);
+        assert!(names.iter().all(|n| n != "n1"), "{}: {names:?}", i.name);
+    }
 }

@@ -128,12 +128,15 @@ pub fn parse_count(value: &str) -> Result<u32, String> {
 /// The value of a decision.
 pub fn decision_value(d: &Decision) -> String {
     let what = if d.drained { "drain" } else { "enable" };
-    format!("{what} {} {}", d.stamp, d.by)
+    match d.weight {
+        Some(weight) => format!("{what} {} {} weight={weight}", d.stamp, d.by),
+        None => format!("{what} {} {}", d.stamp, d.by),
+    }
 }
 
 /// Reads a decision value.
 pub fn parse_decision(value: &str) -> Result<Decision, String> {
-    let mut parts = value.splitn(3, ' ');
+    let mut parts = value.splitn(4, ' ');
     let drained = match parts.next() {
         Some("drain") => true,
         Some("enable") => false,
@@ -147,8 +150,18 @@ pub fn parse_decision(value: &str) -> Result<Decision, String> {
         .next()
         .filter(|b| !b.is_empty())
         .ok_or_else(|| format!("decision `{value}` does not name the instance that took it"))?;
+    let weight = match parts.next() {
+        None => None,
+        Some(w) => Some(
+            w.strip_prefix("weight=")
+                .and_then(|w| w.parse().ok())
+                .filter(|w| *w <= crate::node::MAX_WEIGHT)
+                .ok_or_else(|| format!("decision `{value}` has a weight that is not 0 to 256"))?,
+        ),
+    };
     Ok(Decision {
         drained,
+        weight,
         stamp,
         by: by.to_owned(),
     })
@@ -234,10 +247,16 @@ mod tests {
         assert_eq!(parse_verdict(&verdict_value(&up)), Ok(up));
         let d = Decision {
             drained: true,
+            weight: None,
             stamp: 1 << 40,
             by: "lb-1".to_owned(),
         };
-        assert_eq!(parse_decision(&decision_value(&d)), Ok(d));
+        assert_eq!(parse_decision(&decision_value(&d)), Ok(d.clone()));
+        let weighted = Decision {
+            weight: Some(3),
+            ..d
+        };
+        assert_eq!(parse_decision(&decision_value(&weighted)), Ok(weighted));
         assert_eq!(key(Fact::Count, "web", "10.0.0.1:80"), "c/web/10.0.0.1:80");
     }
 
@@ -248,5 +267,7 @@ mod tests {
         assert!(parse_count("-1").is_err());
         assert!(parse_decision("drain 12").is_err());
         assert!(parse_decision("pause 12 lb1").is_err());
+        assert!(parse_decision("drain 12 lb1 weight=999").is_err());
+        assert!(parse_decision("drain 12 lb1 heavy").is_err());
     }
 }

@@ -98,6 +98,7 @@ mod tests {
     fn decision(drained: bool, stamp: u64, by: &str) -> Decision {
         Decision {
             drained,
+            weight: None,
             stamp,
             by: by.to_owned(),
         }

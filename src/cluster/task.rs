@@ -263,9 +263,9 @@ impl Task {
         }
         self.skewed.retain(|(n, _)| **n != *peer.node_id);
         self.cluster.witness(decision.stamp);
-        let (drained, by) = (decision.drained, decision.by.clone());
+        let applied = decision.clone();
         if node.peers.adopt(decision, merge::later) {
-            node.set_drained(drained, &format!("{by} (another instance)"));
+            node.apply(&applied, &format!("{} (another instance)", applied.by));
         }
     }
 

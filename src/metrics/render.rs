@@ -17,7 +17,7 @@ use super::{
     ADMIN_REJECTED, BUILD_INFO, LISTENER_ACCEPTED, LISTENER_ACTIVE, LISTENER_FAILED,
     LISTENER_REJECTED, NODE_ACTIVE, NODE_CONNECTIONS, NODE_CONNECT_FAILURES, NODE_CONNECT_LATENCY,
     NODE_DRAINED, NODE_PEER_ACTIVE, NODE_PEER_DOWN, NODE_PROBE_FAILURES, NODE_RECEIVED_BYTES,
-    NODE_RETRIES, NODE_SENT_BYTES, NODE_SUSPECT, NODE_TRANSITIONS, NODE_UP, RELOADS,
+    NODE_RETRIES, NODE_SENT_BYTES, NODE_SUSPECT, NODE_TRANSITIONS, NODE_UP, NODE_WEIGHT, RELOADS,
 };
 use crate::found::EntryStats;
 use crate::node::{FailureKind, Node};
@@ -100,7 +100,7 @@ pub(super) fn family<'a>(
 /// The per-node families with no label but `service` and `node`: name, help, type, value.
 type PerNode = (&'static str, &'static str, MetricType, fn(&Node) -> u64);
 
-const PER_NODE: [PerNode; 8] = [
+const PER_NODE: [PerNode; 9] = [
     (
         NODE_UP,
         "Whether the node is up (1) or down (0).",
@@ -112,6 +112,12 @@ const PER_NODE: [PerNode; 8] = [
         "Whether an operator drained the node (1).",
         MetricType::Gauge,
         |n| u64::from(n.is_drained()),
+    ),
+    (
+        NODE_WEIGHT,
+        "The node's weight in force: the file's, or the one an operator set at run time (0: no new client).",
+        MetricType::Gauge,
+        |n| u64::from(n.runtime_weight().unwrap_or_else(|| n.weight())),
     ),
     (
         NODE_ACTIVE,

@@ -36,6 +36,8 @@ pub struct Verdict {
 pub struct Decision {
     /// Drained (true) or enabled (false).
     pub drained: bool,
+    /// The runtime weight set with it (`None`: the file's).
+    pub weight: Option<u32>,
     /// Hybrid logical timestamp: ms since the epoch in the high 48 bits, a counter below.
     pub stamp: u64,
     /// The instance whose admin endpoint took it.

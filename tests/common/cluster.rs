@@ -131,6 +131,14 @@ impl Instance {
             .0
     }
 
+    /// `PUT path` with `body` and the token; the status code.
+    pub async fn put(&self, path: &str, body: &str) -> u16 {
+        let auth = format!("Bearer {TOKEN}");
+        super::http_with_body(self.admin, "PUT", path, &[("Authorization", &auth)], body)
+            .await
+            .0
+    }
+
     /// Polls `/status` until `ok` holds, for at most `limit`; the status then, or a panic
     /// naming `what` with the last status.
     pub async fn wait_status(
