@@ -78,6 +78,9 @@ fn lane_router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// What an unknown path is told.
+const NOT_FOUND: &str = "not found; try GET /, /metrics, /status, /live, /ready, POST /services/{service}/nodes/{address}/drain|enable or PUT /services/{service}/nodes/{address}/weight\n";
+
 /// The routes; unknown paths get a 404 that lists the known ones, wrong methods a 405.
 pub fn router(shared: Arc<Shared>, cluster: Option<Arc<Cluster>>) -> Router {
     Router::new()
@@ -86,18 +89,17 @@ pub fn router(shared: Arc<Shared>, cluster: Option<Arc<Cluster>>) -> Router {
         .route("/status", get(status))
         .route("/live", get(live))
         .route("/ready", get(ready))
-        .route("/services/{service}/nodes/{address}/drain", post(decide::drain))
-        .route("/services/{service}/nodes/{address}/enable", post(decide::enable))
-        .route("/services/{service}/nodes/{address}/weight", put(decide::weight))
-        .route("/nodes/{address}/drain", post(decide::drain_only))
-        .route("/nodes/{address}/enable", post(decide::enable_only))
-        .route("/nodes/{address}/weight", put(decide::weight_only))
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                "not found; try GET /, /metrics, /status, /live, /ready, POST /services/{service}/nodes/{address}/drain|enable or PUT /services/{service}/nodes/{address}/weight\n",
-            )
-        })
+        .route(
+            "/services/{service}/nodes/{address}/weight",
+            put(decide::weight),
+        )
+        .route(
+            "/services/{service}/nodes/{address}/{action}",
+            post(decide::drain_or_enable),
+        )
+        .route("/nodes/{address}/weight", put(decide::weight))
+        .route("/nodes/{address}/{action}", post(decide::drain_or_enable))
+        .fallback(|| async { (StatusCode::NOT_FOUND, NOT_FOUND) })
         .layer(Extension(cluster))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),

@@ -3,6 +3,7 @@
 //! together; in a cluster it is stamped and published, so every instance applies it (the
 //! later decision winning), and it is kept in the state file.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Extension, Path, State};
@@ -23,112 +24,36 @@ enum Change {
     Weight(u32),
 }
 
-pub(super) async fn drain(
-    state: State<Arc<Shared>>,
-    members: Members,
-    client: Client,
-    Path((service, address)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    take(
-        state,
-        members,
-        client,
-        (Some(service), address),
-        &headers,
-        Change::Drained(true),
-    )
-}
+/// The node a request names: `{service}` when the path has one, `{address}`, and for
+/// drain and enable the `{action}`.
+type Target = Path<HashMap<String, String>>;
 
-pub(super) async fn enable(
+/// `POST …/drain` and `POST …/enable` (the path's last segment, `{action}`).
+pub(super) async fn drain_or_enable(
     state: State<Arc<Shared>>,
     members: Members,
     client: Client,
-    Path((service, address)): Path<(String, String)>,
+    Path(target): Target,
     headers: HeaderMap,
 ) -> Response {
-    take(
-        state,
-        members,
-        client,
-        (Some(service), address),
-        &headers,
-        Change::Drained(false),
-    )
-}
-
-pub(super) async fn drain_only(
-    state: State<Arc<Shared>>,
-    members: Members,
-    client: Client,
-    Path(address): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    take(
-        state,
-        members,
-        client,
-        (None, address),
-        &headers,
-        Change::Drained(true),
-    )
-}
-
-pub(super) async fn enable_only(
-    state: State<Arc<Shared>>,
-    members: Members,
-    client: Client,
-    Path(address): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    take(
-        state,
-        members,
-        client,
-        (None, address),
-        &headers,
-        Change::Drained(false),
-    )
+    let change = match target.get("action").map(String::as_str) {
+        Some("drain") => Change::Drained(true),
+        Some("enable") => Change::Drained(false),
+        _ => return (StatusCode::NOT_FOUND, super::NOT_FOUND).into_response(),
+    };
+    take(state, members, client, &target, &headers, change)
 }
 
 pub(super) async fn weight(
     state: State<Arc<Shared>>,
     members: Members,
     client: Client,
-    Path((service, address)): Path<(String, String)>,
+    Path(target): Target,
     headers: HeaderMap,
     body: String,
 ) -> Response {
     match parse_weight(&body) {
-        Some(w) => take(
-            state,
-            members,
-            client,
-            (Some(service), address),
-            &headers,
-            Change::Weight(w),
-        ),
-        None => bad_weight(),
-    }
-}
-
-pub(super) async fn weight_only(
-    state: State<Arc<Shared>>,
-    members: Members,
-    client: Client,
-    Path(address): Path<String>,
-    headers: HeaderMap,
-    body: String,
-) -> Response {
-    match parse_weight(&body) {
-        Some(w) => take(
-            state,
-            members,
-            client,
-            (None, address),
-            &headers,
-            Change::Weight(w),
-        ),
+        Some(w) => take(state, members, client, &target, &headers, Change::Weight(w)),
         None => bad_weight(),
     }
 }
@@ -152,10 +77,14 @@ fn take(
     State(shared): State<Arc<Shared>>,
     Extension(cluster): Members,
     Extension(AdminClient(client)): Client,
-    (service, address): (Option<String>, String),
+    target: &HashMap<String, String>,
     headers: &HeaderMap,
     change: Change,
 ) -> Response {
+    let (service, address) = (
+        target.get("service").cloned(),
+        target.get("address").cloned().unwrap_or_default(),
+    );
     if let Some(refusal) = guard::refusal(&shared, headers) {
         return refusal;
     }
