@@ -380,8 +380,7 @@ async fn drain(shared: &Shared, connections: &TaskTracker) {
     }
 }
 
-/// Once a second: one line per service for the client failures that were not logged one by
-/// one, and each node's traffic sample for the status page.
+/// Once a second: the state file, unlogged client failures, each node's traffic sample.
 async fn every_second(shared: &Shared) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
