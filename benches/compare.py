@@ -229,6 +229,22 @@ TIERLB = os.path.join(ROOT, "target", "release", "tierlb")
 TIERLB_EXTRA = ""
 
 
+def haproxy_head():
+    """HAProxy's global and defaults sections, as every comparison runs it: one thread, as
+    many connections as the descriptor limit allows, mode tcp."""
+    return (f"global\n  nbthread 1\n  maxconn {(FD_LIMIT - 100) // 2}\n"
+            "defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1h\n  timeout server 1h\n")
+
+
+def nginx_head(work, name):
+    """nginx's main and events sections, as every comparison runs it: the stream module, one
+    worker in the foreground, its pid and error files in `work` named after `name`."""
+    return (f"load_module {NGINX_STREAM_MODULE};\ndaemon off;\nmaster_process off;\n"
+            f"worker_processes 1;\nworker_rlimit_nofile {FD_LIMIT};\npid {work}/{name}.pid;\n"
+            f"error_log {work}/{name}.err warn;\n"
+            f"events {{ worker_connections {FD_LIMIT - 100}; }}\n")
+
+
 def configs(work, kind, port, nodes):
     """Writes the proxy's config; returns its argv."""
     path = os.path.join(work, f"{kind}-{port}.conf")
@@ -240,17 +256,12 @@ def configs(work, kind, port, nodes):
         argv = [binary, "-c", path]
     elif kind == "haproxy":
         servers = "".join(f"  server n{i} {n} check inter 2s fall 3 rise 2\n" for i, n in enumerate(nodes))
-        text = (f"global\n  nbthread 1\n  maxconn {(FD_LIMIT - 100) // 2}\n"
-                "defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1h\n  timeout server 1h\n"
-                f"frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n"
+        text = (haproxy_head() + f"frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n"
                 f"backend be\n  balance leastconn\n{servers}")
         argv = ["haproxy", "-db", "-f", path]
     elif kind == "nginx":
         servers = "".join(f"    server {n};\n" for n in nodes)
-        text = (f"load_module {NGINX_STREAM_MODULE};\ndaemon off;\nmaster_process off;\n"
-                f"worker_processes 1;\nworker_rlimit_nofile {FD_LIMIT};\npid {work}/nginx-{port}.pid;\n"
-                f"error_log {work}/nginx-{port}.err warn;\n"
-                f"events {{ worker_connections {FD_LIMIT - 100}; }}\n"
+        text = (nginx_head(work, f"nginx-{port}") +
                 f"stream {{\n  upstream be {{\n    least_conn;\n{servers}  }}\n"
                 f"  server {{\n    listen 127.0.0.1:{port} backlog=4096;\n    proxy_pass be;\n"
                 "    proxy_connect_timeout 1s;\n    proxy_timeout 1h;\n  }\n}\n")

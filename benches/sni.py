@@ -103,9 +103,7 @@ def config(work, kind, port, nodes):
         argv = [compare.BASELINE if kind == "baseline" else compare.TIERLB, "-c", path]
     elif kind == "haproxy":
         servers = "".join(f"  server n{i} {n} check inter 2s fall 3 rise 2\n" for i, n in enumerate(a))
-        text = (f"global\n  nbthread 1\n  maxconn {(compare.FD_LIMIT - 100) // 2}\n"
-                "defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1h\n  timeout server 1h\n"
-                f"frontend fe\n  bind 127.0.0.1:{port}\n  tcp-request inspect-delay 3s\n"
+        text = (compare.haproxy_head() + f"frontend fe\n  bind 127.0.0.1:{port}\n  tcp-request inspect-delay 3s\n"
                 "  tcp-request content accept if { req.ssl_hello_type 1 }\n"
                 f"  use_backend a if {{ req.ssl_sni -i {NAME} }}\n"
                 "  use_backend other if { req.ssl_sni -i other.bench.test }\n  default_backend other\n"
@@ -114,10 +112,7 @@ def config(work, kind, port, nodes):
         argv = ["haproxy", "-db", "-f", path]
     elif kind == "nginx":
         servers = "".join(f"    server {n};\n" for n in a)
-        text = (f"load_module {compare.NGINX_STREAM_MODULE};\ndaemon off;\nmaster_process off;\n"
-                f"worker_processes 1;\nworker_rlimit_nofile {compare.FD_LIMIT};\npid {work}/sni-nginx-{port}.pid;\n"
-                f"error_log {work}/sni-nginx-{port}.err warn;\n"
-                f"events {{ worker_connections {compare.FD_LIMIT - 100}; }}\n"
+        text = (compare.nginx_head(work, f"sni-nginx-{port}") +
                 f"stream {{\n  upstream a {{\n    least_conn;\n{servers}  }}\n"
                 f"  upstream other {{\n    server {other};\n  }}\n"
                 f"  map $ssl_preread_server_name $route {{\n    {NAME} a;\n    default other;\n  }}\n"
