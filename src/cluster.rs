@@ -24,6 +24,7 @@ use crate::state::Shared;
 mod keys;
 mod members;
 mod merge;
+mod owners;
 mod seal;
 mod task;
 mod transport;

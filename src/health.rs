@@ -4,8 +4,10 @@
 //! it passes only if the reply starts with those bytes. The result feeds the same
 //! [`Node::observe`] as real connects do. A named node is probed at every address of its
 //! last answer at once; each address's result sets it aside or takes it back for connects. A node that turns suspect (a cluster peer reports it
-//! down) is probed at once, out of turn. Probes run as their own tasks and never hold
-//! anything the data path waits on.
+//! down) is probed at once, out of turn. In a cluster that shares probing, a node whose
+//! probing owners are other instances is not probed here on schedule (see
+//! `node::Probing`). Probes run as their own tasks and never hold anything the data path
+//! waits on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -166,12 +168,18 @@ async fn probe_loop(node: &Arc<Node>, service: &Service) {
         .mul_f64(0.1 * fastrand::f64());
     let mut next = Instant::now() + first;
     loop {
-        // A node a cluster peer reports down is probed at once (see `cluster`).
-        tokio::select! {
-            () = tokio::time::sleep_until(next) => {}
-            () = node.peers.probe_now.notified() => {}
-        }
+        // A node a cluster peer reports down is probed at once (see `cluster`), and so is one
+        // this instance takes over from a dead owner; one whose owners probe it for this
+        // instance is not probed on schedule.
+        let now = tokio::select! {
+            () = tokio::time::sleep_until(next) => false,
+            () = node.peers.probe_now.notified() => true,
+        };
         let upstream = service.upstream();
+        if !now && !node.peers.probing.probes_here() {
+            next = (next + jittered(upstream.settings.health.interval)).max(Instant::now());
+            continue;
+        }
         let settings = &upstream.settings;
         // A probe that only connects proves the node listens; one that got the expected reply
         // proves it answers (see `Observation`).

@@ -10,7 +10,6 @@
 //! packed into one `AtomicU64` and updated with compare-and-swap, so the hot path never takes a
 //! lock and concurrent results can never lose an update or log a transition twice.
 
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{NodeAddr, NodeConfig, ProxyProtocol};
 mod dns;
+mod observe;
 mod peers;
+mod probing;
 mod ramp;
 mod recent;
 mod set;
@@ -32,6 +33,7 @@ mod weight;
 
 pub use dns::{Addresses, DnsError, Order};
 pub use peers::{Decision, PeerReport, PeerView, Verdict};
+pub use probing::{Probing, Role};
 pub use ramp::Ramp;
 pub use recent::{Recent, Sample};
 pub use set::NodeSet;
@@ -244,9 +246,20 @@ impl Node {
         self.peers.is_suspect()
     }
 
-    /// Whether the node takes no new connection now: at its `max_connections`, or drained.
+    /// How many connections this instance may have open to the node: its `max_connections`
+    /// less the live cluster peers' published counts (the limit is the cluster's), or
+    /// `u32::MAX` without a limit.
+    fn budget(&self) -> u32 {
+        match self.max_connections.load(Ordering::Relaxed) {
+            u32::MAX => u32::MAX,
+            max => max.saturating_sub(self.peers.load()),
+        }
+    }
+
+    /// Whether the node takes no new connection now: its `max_connections` spent (in a
+    /// cluster, by all instances together), or drained.
     pub fn is_full(&self) -> bool {
-        self.active() >= self.max_connections.load(Ordering::Relaxed)
+        self.active() >= self.budget()
             || self.drained.load(Ordering::Relaxed)
             || self.runtime_weight.load(Ordering::Relaxed) == 0
     }
@@ -297,13 +310,13 @@ impl Node {
         self.last_check.lock().ok().and_then(|c| c.clone())
     }
 
-    /// Takes one connection slot, unless the node is full or drained. The slot is given back
+    /// Takes one connection slot, unless the node is full (see [`Node::is_full`]) or drained. The slot is given back
     /// when the returned guard drops, on every exit path.
     pub fn try_acquire(self: &Arc<Node>) -> Option<ActiveGuard> {
         if self.is_drained() {
             return None;
         }
-        let max = self.max_connections.load(Ordering::Relaxed);
+        let max = self.budget();
         self.active
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
                 (n < max).then_some(n + 1)
@@ -312,65 +325,6 @@ impl Node {
         Some(ActiveGuard {
             node: Arc::clone(self),
         })
-    }
-
-    /// Records one result about the node; returns the state change it caused (exactly one
-    /// caller sees each change) and how long the previous state lasted. A passing result from
-    /// a client is not kept as the last check: it is the common case on the hot path, and
-    /// costs only an atomic load here.
-    pub fn observe(
-        &self,
-        source: Source,
-        seen: Observation,
-        reason: &dyn fmt::Display,
-    ) -> Option<(Transition, Duration)> {
-        let passed = matches!(seen, Observation::Accepted | Observation::Answered);
-        if passed {
-            self.peers.succeeded(epoch_ms(SystemTime::now()));
-        }
-        if !(passed && source == Source::Client) {
-            if let Ok(mut last) = self.last_check.lock() {
-                *last = Some(Check {
-                    passed,
-                    reason: reason.to_string(),
-                    at: SystemTime::now(),
-                });
-            }
-        }
-        // A suspect node's own failure confirms the peer's report: down at once.
-        let fall = if self.is_suspect() {
-            1
-        } else {
-            self.fall.load(Ordering::Relaxed)
-        };
-        let rise = self.rise.load(Ordering::Relaxed);
-        let mut current = self.health.load(Ordering::Acquire);
-        loop {
-            let (next, transition) = Health::unpack(current).observe(seen, rise, fall);
-            let next = next.pack();
-            if next == current {
-                return None;
-            }
-            match self.health.compare_exchange_weak(
-                current,
-                next,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    let transition = transition?;
-                    match transition {
-                        Transition::Down => self.stats.went_down.fetch_add(1, Ordering::Relaxed),
-                        Transition::Up => {
-                            self.ramp.start();
-                            self.stats.went_up.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                    return Some((transition, self.mark_change()));
-                }
-                Err(actual) => current = actual,
-            }
-        }
     }
 }
 

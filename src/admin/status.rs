@@ -211,6 +211,7 @@ pub(super) fn node_json(n: &Node) -> Value {
         "slow_start": n.ramp.progress().map(|_| (n.ramp.share() * 100.0).round() / 100.0),
         "cluster_active": n.cluster_active(),
         "peers": peers_json(n),
+        "probing": probing_json(n),
         "decision": n.peers.decision().map(|d| {
             let at = UNIX_EPOCH + Duration::from_millis(stamp_ms(d.stamp));
             json!({
@@ -221,6 +222,18 @@ pub(super) fn node_json(n: &Node) -> Value {
             })
         }),
     })
+}
+
+/// Who probes the node in a cluster: its owners and this instance's role (`None` outside one).
+fn probing_json(n: &Node) -> Option<Value> {
+    let owners = n.peers.probing.owners();
+    if owners.is_empty() {
+        return None;
+    }
+    let mut out = serde_json::Map::new();
+    out.insert("here".into(), n.peers.probing.role().name().into());
+    out.insert("owners".into(), owners.into());
+    Some(Value::Object(out))
 }
 
 /// Each live peer's verdict about the node and its count there.

@@ -38,6 +38,11 @@ impl Fact {
     }
 }
 
+/// A node's name in the cluster, `service/node`: what its probing owners are chosen for.
+pub fn node_key(service: &str, node: &str) -> String {
+    format!("{service}/{node}")
+}
+
 /// The key of `fact` about `node` of `service`.
 pub fn key(fact: Fact, service: &str, node: &str) -> String {
     format!("{}/{service}/{node}", fact.prefix())

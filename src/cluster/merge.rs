@@ -7,6 +7,10 @@
 //!   A suspect node is picked only when no up, unsuspected node can take the client, and is
 //!   probed at once; its next result decides (a failure takes it down at once, a success is
 //!   newer than the report and so clears it until the peer's verdict changes).
+//! - **Shared probing.** A node's owners (see `owners`) probe it and judge it by the rule
+//!   above. An instance that follows them takes their verdict: down when every owner heard
+//!   reports it down, up when one reports it up; only an owner's down report makes the node
+//!   suspect there (a follower's own probe then decides, as above).
 //! - **Load.** A node's cluster-wide load is this instance's count plus the last counts of the
 //!   live peers; a dead peer's count is not in the sum.
 //! - **Drain.** Decisions are ordered by hybrid logical timestamp, then by instance name: the
@@ -59,6 +63,8 @@ pub struct Heard {
     pub arrived_ms: u64,
     /// The peer's active connections to the node.
     pub active: u32,
+    /// The peer is one of the node's probing owners.
+    pub owner: bool,
 }
 
 /// What the peers' reports mean for a node here.
@@ -68,19 +74,35 @@ pub struct Judgement {
     pub suspect: bool,
     /// The live peers' summed active connections.
     pub load: u32,
+    /// For a follower: the owners' verdict to take (up or down), when an owner was heard.
+    pub follow: Option<bool>,
 }
 
 /// Applies the rules to one node: `up_here` is this instance's own health verdict,
-/// `last_success_ms` its last passing result (0 for none), `heard` the live peers' reports.
-pub fn judge(up_here: bool, last_success_ms: u64, heard: &[Heard]) -> Judgement {
+/// `last_success_ms` its last passing result (0 for none), `heard` the live peers' reports,
+/// `follower` whether this instance follows the node's owners instead of probing it.
+pub fn judge(up_here: bool, last_success_ms: u64, heard: &[Heard], follower: bool) -> Judgement {
+    let mut owners = heard.iter().filter(|h| h.owner).peekable();
+    let follow = match owners.peek() {
+        Some(_) if follower => Some(owners.any(|h| h.up)),
+        _ => None,
+    };
+    // A follower told down by every owner goes down with them: nothing to probe.
+    let counts = |h: &&Heard| !follower || h.owner;
     let suspect = up_here
+        && follow != Some(false)
         && heard
             .iter()
+            .filter(counts)
             .any(|h| !h.up && h.arrived_ms > last_success_ms);
     let load = heard
         .iter()
         .fold(0u32, |sum, h| sum.saturating_add(h.active));
-    Judgement { suspect, load }
+    Judgement {
+        suspect,
+        load,
+        follow,
+    }
 }
 
 #[cfg(test)]
@@ -92,6 +114,14 @@ mod tests {
             up,
             arrived_ms,
             active,
+            owner: false,
+        }
+    }
+
+    fn owner(up: bool, arrived_ms: u64) -> Heard {
+        Heard {
+            owner: true,
+            ..heard(up, arrived_ms, 0)
         }
     }
 
@@ -106,30 +136,59 @@ mod tests {
 
     #[test]
     fn a_down_report_newer_than_the_last_success_makes_the_node_suspect() {
-        let j = judge(true, 1_000, &[heard(true, 500, 0), heard(false, 1_500, 0)]);
+        let j = judge(
+            true,
+            1_000,
+            &[heard(true, 500, 0), heard(false, 1_500, 0)],
+            false,
+        );
         assert!(j.suspect);
     }
 
     #[test]
     fn a_success_after_the_report_clears_it_until_the_verdict_changes() {
-        assert!(!judge(true, 2_000, &[heard(false, 1_500, 0)]).suspect);
+        assert!(!judge(true, 2_000, &[heard(false, 1_500, 0)], false).suspect);
         // The peer's verdict changed (down again, later): suspect again.
-        assert!(judge(true, 2_000, &[heard(false, 2_500, 0)]).suspect);
+        assert!(judge(true, 2_000, &[heard(false, 2_500, 0)], false).suspect);
     }
 
     #[test]
     fn a_node_down_here_is_not_suspect_and_up_reports_never_make_one() {
-        assert!(!judge(false, 0, &[heard(false, 1_500, 0)]).suspect);
-        assert!(!judge(true, 0, &[heard(true, 1_500, 0)]).suspect);
-        assert!(!judge(true, 0, &[]).suspect);
+        assert!(!judge(false, 0, &[heard(false, 1_500, 0)], false).suspect);
+        assert!(!judge(true, 0, &[heard(true, 1_500, 0)], false).suspect);
+        assert!(!judge(true, 0, &[], false).suspect);
+    }
+
+    #[test]
+    fn a_follower_takes_the_owners_verdict_and_only_their_reports_make_it_suspect() {
+        // Every owner heard says down: down. One says up: up.
+        let all_down = judge(true, 0, &[owner(false, 10), owner(false, 20)], true);
+        assert_eq!((all_down.follow, all_down.suspect), (Some(false), false));
+        let one_up = judge(true, 0, &[owner(false, 10), owner(true, 20)], true);
+        assert_eq!(one_up.follow, Some(true));
+        assert!(one_up.suspect, "the owners disagree: its own probe decides");
+        // A follower's down report (another follower) neither moves nor suspects it.
+        let j = judge(true, 0, &[owner(true, 10), heard(false, 30, 4)], true);
+        assert_eq!((j.follow, j.suspect, j.load), (Some(true), false, 4));
+        // No owner heard: nothing to follow (it probes itself).
+        assert_eq!(judge(true, 0, &[heard(false, 30, 0)], true).follow, None);
+        // An owner follows no one, and every peer's report counts for it.
+        let j = judge(true, 0, &[owner(false, 10), heard(false, 30, 0)], false);
+        assert_eq!((j.follow, j.suspect), (None, true));
     }
 
     #[test]
     fn load_is_the_sum_of_the_live_peers_counts() {
-        let j = judge(true, 0, &[heard(true, 1, 10), heard(false, 1, 3)]);
+        let j = judge(true, 0, &[heard(true, 1, 10), heard(false, 1, 3)], false);
         assert_eq!(j.load, 13);
         assert_eq!(
-            judge(true, 0, &[heard(true, 1, u32::MAX), heard(true, 1, 5)]).load,
+            judge(
+                true,
+                0,
+                &[heard(true, 1, u32::MAX), heard(true, 1, 5)],
+                false
+            )
+            .load,
             u32::MAX
         );
     }

@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use super::keys::{self, Fact};
 use super::members::{self, Roster};
 use super::merge::{self, Heard};
+use super::owners::Owners;
 use super::{Cluster, Member};
 use crate::config::ClusterConfig;
-use crate::node::{epoch_ms, Node, PeerReport, Verdict};
+use crate::node::{epoch_ms, Node, NodeSet, PeerReport, Role, Verdict};
 use crate::state::Shared;
 use crate::throttle::Throttle;
 
@@ -39,6 +40,8 @@ pub struct Task {
     /// Peers (by name) whose too-early decisions were logged, and the decisions counted.
     skewed: HashSet<(String, u64)>,
     bad_value_log: Throttle,
+    /// Each node's probing owners among the live members.
+    owners: Owners,
 }
 
 impl Task {
@@ -60,6 +63,7 @@ impl Task {
             max_clock_skew: config.max_clock_skew,
             skewed: HashSet::new(),
             bad_value_log: Throttle::default(),
+            owners: Owners::new(config.probe_owners),
         }
     }
 
@@ -162,10 +166,35 @@ impl Task {
             states.iter().filter(|(id, _)| **id != me).collect();
         self.arrivals
             .retain(|(id, _), _| peers.iter().any(|(p, _)| *p == id));
+        let mut names: Vec<String> = peers.iter().map(|(id, _)| id.node_id.to_string()).collect();
+        names.push(me.node_id.to_string());
+        self.owners.set_members(names);
         let now = epoch_ms(SystemTime::now());
+        let mut count = 0;
         for service in self.shared.services().iter() {
-            for node in &service.upstream().nodes.nodes {
+            let upstream = service.upstream();
+            for node in &upstream.nodes.nodes {
+                count += 1;
                 let address = node.address.to_string();
+                let owners = self
+                    .owners
+                    .of(&keys::node_key(&service.name, &address))
+                    .to_vec();
+                let owned = owners.iter().any(|o| **o == *me.node_id);
+                let owner_heard = peers.iter().any(|(id, state)| {
+                    owners.iter().any(|o| **o == *id.node_id)
+                        && state
+                            .get(&keys::key(Fact::Verdict, &service.name, &address))
+                            .is_some()
+                });
+                if node
+                    .peers
+                    .probing
+                    .assign(owners.clone(), owned, owner_heard)
+                {
+                    tracing::info!(service = %service.name, node = %node.address, "probing node: this instance is one of its owners now");
+                    node.peers.probe_now.notify_one();
+                }
                 let mut reports = Vec::with_capacity(peers.len());
                 let mut heard = Vec::with_capacity(peers.len());
                 for (id, state) in &peers {
@@ -210,6 +239,7 @@ impl Task {
                         up: verdict.up,
                         arrived_ms: arrived,
                         active,
+                        owner: owners.iter().any(|o| **o == *id.node_id),
                     });
                     reports.push(PeerReport {
                         peer: id.node_id.to_string(),
@@ -217,24 +247,36 @@ impl Task {
                         active,
                     });
                 }
-                let j = merge::judge(node.is_up(), node.peers.last_success_ms(), &heard);
+                let follower = node.peers.probing.role() == Role::Follow;
+                let j = merge::judge(node.is_up(), node.peers.last_success_ms(), &heard, follower);
+                if let Some(up) = j.follow {
+                    follow(&upstream.nodes, node, up, &reports);
+                }
                 let by: Vec<String> = reports
                     .iter()
                     .filter(|r| !r.verdict.up)
                     .map(|r| r.peer.clone())
                     .collect();
+                let before = node.peers.load();
                 if node.peers.update(reports, j.load, j.suspect) {
                     tracing::info!(service = %service.name, node = %node.address, by = %by.join(", "), "node suspect: reported down by other instances; probing it now");
                 }
+                // Slots freed by peers (a cluster-wide max_connections): the queue looks again.
+                if j.load < before && node.max_connections().is_some() {
+                    service.queue.wake();
+                }
             }
         }
+        self.owners.trim(count);
     }
 
-    /// Drops every peer's report, load and suspicion: without gossip they would only go stale.
+    /// Drops every peer's report, load and suspicion: without gossip they would only go stale;
+    /// this instance probes every node again.
     fn forget_peers(&self) {
         for service in self.shared.services().iter() {
             for node in &service.upstream().nodes.nodes {
                 node.peers.update(Vec::new(), 0, false);
+                node.peers.probing.reset();
             }
         }
     }
@@ -315,6 +357,29 @@ impl Task {
             |id| drifts.remove(id),
         )
     }
+}
+
+/// Takes the owners' verdict `up` about `node` (a follower), naming them in the reason.
+fn follow(nodes: &NodeSet, node: &Node, up: bool, reports: &[PeerReport]) {
+    if node.is_up() == up {
+        return;
+    }
+    let owners = node.peers.probing.owners();
+    let said: Vec<&PeerReport> = reports
+        .iter()
+        .filter(|r| r.verdict.up == up && owners.contains(&r.peer))
+        .collect();
+    let names: Vec<&str> = said.iter().map(|r| r.peer.as_str()).collect();
+    let why = said.first().map_or("", |r| r.verdict.reason.as_str());
+    let reason = match (up, why) {
+        (true, _) | (false, "") => format!(
+            "{} by its probing owner {}",
+            if up { "up" } else { "down" },
+            names.join(", ")
+        ),
+        (false, why) => format!("down by its probing owner {}: {why}", names.join(", ")),
+    };
+    nodes.follow(node, up, &reason);
 }
 
 /// This instance's verdict about `node`.

@@ -26,7 +26,12 @@ const MAX_CLOCK_SKEW: Duration = Duration::from_secs(3600);
 /// Longest instance name.
 const MAX_NAME_LEN: usize = 64;
 
-const CLUSTER_KEYS: [&str; 8] = [
+/// Default number of instances that probe each node.
+pub const DEFAULT_PROBE_OWNERS: u32 = 2;
+/// Most probe owners per node: more only multiplies the probe load again.
+const MAX_PROBE_OWNERS: u32 = 16;
+
+const CLUSTER_KEYS: [&str; 9] = [
     "name",
     "listen",
     "advertise",
@@ -35,6 +40,7 @@ const CLUSTER_KEYS: [&str; 8] = [
     "secret_file",
     "interval",
     "max_clock_skew",
+    "probe_owners",
 ];
 
 /// Several instances acting as one (`[cluster]`).
@@ -57,6 +63,9 @@ pub struct ClusterConfig {
     /// How far ahead of this instance's clock a peer's decision may be stamped, and (plus a
     /// few intervals) how old a gossip datagram may be, before either is rejected.
     pub max_clock_skew: Duration,
+    /// How many live instances probe each node (chosen by rendezvous hashing); the others use
+    /// their verdicts.
+    pub probe_owners: usize,
 }
 
 /// Key material that is never printed: `Debug` shows only how many secrets there are. The
@@ -114,6 +123,9 @@ pub(super) fn read(
     let secret = secret(walk, &s, config_path, &header);
     let interval = interval(walk, &s);
     let max_clock_skew = max_clock_skew(walk, &s);
+    let probe_owners = walk
+        .count(&s, "probe_owners", 1, MAX_PROBE_OWNERS)
+        .unwrap_or(DEFAULT_PROBE_OWNERS);
     Some(ClusterConfig {
         name: name?,
         listen: listen?,
@@ -123,6 +135,7 @@ pub(super) fn read(
         secret_origin: secret?.1,
         interval,
         max_clock_skew,
+        probe_owners: probe_owners as usize,
     })
 }
 
@@ -279,7 +292,6 @@ fn secret(
     Some((Secret(keys), origin))
 }
 
-/// `interval`, within bounds.
 /// `max_clock_skew`: over 0, at most an hour.
 fn max_clock_skew(walk: &mut Walk<'_>, s: &Section<'_>) -> Duration {
     let Some((d, span)) = walk.duration(s, "max_clock_skew", false) else {
@@ -293,6 +305,7 @@ fn max_clock_skew(walk: &mut Walk<'_>, s: &Section<'_>) -> Duration {
     d
 }
 
+/// `interval`, within bounds.
 fn interval(walk: &mut Walk<'_>, s: &Section<'_>) -> Duration {
     let Some((d, span)) = walk.duration(s, "interval", false) else {
         return DEFAULT_GOSSIP_INTERVAL;

@@ -38,11 +38,12 @@ impl Config {
             let peers: Vec<String> = c.peers.iter().map(ToString::to_string).collect();
             let _ = writeln!(
                 out,
-                "cluster {} listen {} advertise {advertise} interval {} max_clock_skew {}",
+                "cluster {} listen {} advertise {advertise} interval {} max_clock_skew {} probe_owners {}",
                 c.name,
                 c.listen,
                 show(c.interval),
-                show(c.max_clock_skew)
+                show(c.max_clock_skew),
+                c.probe_owners
             );
             let peers = if peers.is_empty() {
                 "none".to_owned()

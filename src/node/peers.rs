@@ -63,8 +63,11 @@ pub struct PeerView {
     down: AtomicU32,
     /// This instance's last passing result, ms since the epoch (0: none yet).
     last_success_ms: AtomicU64,
-    /// Woken when the node turns suspect: its probe loop probes at once.
+    /// Woken when the node turns suspect, or this instance takes over probing it: its probe
+    /// loop probes at once.
     pub probe_now: Notify,
+    /// Whether this instance probes the node or follows its owners' verdicts.
+    pub probing: super::probing::Probing,
     /// Each live peer's report, for `/status`.
     reports: Mutex<Vec<PeerReport>>,
     /// The latest operator decision known, taken here or learned from a peer.

@@ -71,7 +71,8 @@ impl NodeSet {
     /// Records one result about `node` (one of this set's) and logs the state change it
     /// causes, once: `node down` with the reason and how many nodes are still up, `node up`
     /// with how long it was down, and one warning when no node is up any more (clients are
-    /// then tried on down nodes anyway) and one line when service resumes.
+    /// then tried on down nodes anyway) and one line when service resumes. A follower of the
+    /// node's probing owners whose own result takes it down checks it itself from then on.
     pub fn observe(
         &self,
         node: &Node,
@@ -80,6 +81,32 @@ impl NodeSet {
         reason: &dyn fmt::Display,
     ) -> Option<Transition> {
         let (transition, lasted) = node.observe(source, seen, reason)?;
+        match transition {
+            Transition::Down if node.peers.probing.own_failure() => {
+                tracing::info!(service = %node.service, node = %node.address, "node down by this instance's own results while its probing owners report it up: probing it here until it is back");
+            }
+            Transition::Up => node.peers.probing.own_recovery(),
+            Transition::Down => {}
+        }
+        self.log(node, transition, lasted, reason);
+        Some(transition)
+    }
+
+    /// Takes the verdict of the node's probing owners (this instance follows them): up or
+    /// down at once, logged as any change. Returns the change, if any.
+    pub fn follow(&self, node: &Node, up: bool, reason: &dyn fmt::Display) -> Option<Transition> {
+        let (transition, lasted) = node.adopt(up, reason)?;
+        self.log(node, transition, lasted, reason);
+        Some(transition)
+    }
+
+    fn log(
+        &self,
+        node: &Node,
+        transition: Transition,
+        lasted: Duration,
+        reason: &dyn fmt::Display,
+    ) {
         let up = self.nodes.iter().filter(|n| n.is_up()).count();
         let total = self.nodes.len();
         let lasted = show_duration(Duration::from_millis(lasted.as_millis() as u64));
@@ -108,7 +135,6 @@ impl NodeSet {
                 }
             }
         }
-        Some(transition)
     }
 
     /// The node in service with this address, as written in the config or as displayed.

@@ -114,7 +114,7 @@ impl Health {
         }
     }
 
-    fn up() -> Health {
+    pub(super) fn up() -> Health {
         Health {
             up: true,
             probation: false,
@@ -124,7 +124,7 @@ impl Health {
         }
     }
 
-    fn down(doubt: bool) -> Health {
+    pub(super) fn down(doubt: bool) -> Health {
         Health {
             up: false,
             probation: false,

@@ -29,6 +29,12 @@ pub struct Spec<'a> {
     pub probe_interval: &'a str,
     /// Address of the service, admin and gossip (`127.0.0.1`, or a namespace's address).
     pub ip: &'a str,
+    /// The service's `nodes` value, when not the plain list of `nodes`.
+    pub nodes_text: Option<&'a str>,
+    /// More lines of the service (top-level keys, before any table).
+    pub service: &'a str,
+    /// More lines of `[cluster]`.
+    pub cluster: &'a str,
 }
 
 impl<'a> Spec<'a> {
@@ -41,6 +47,9 @@ impl<'a> Spec<'a> {
             secret: SECRET,
             probe_interval: "60s",
             ip: "127.0.0.1",
+            nodes_text: None,
+            service: "",
+            cluster: "",
         }
     }
 
@@ -54,11 +63,15 @@ impl<'a> Spec<'a> {
                 .join(", ")
         };
         format!(
-            "listen = \"{ip}:0\"\nnodes = [{nodes}]\n\n[health]\ninterval = \"{probe}\"\n\n\
+            "listen = \"{ip}:0\"\nnodes = {nodes}\n{service}\n\n[health]\ninterval = \"{probe}\"\n\n\
              [admin]\nlisten = \"{ip}:0\"\ntoken = \"{TOKEN}\"\n\n\
-             [cluster]\nname = \"{name}\"\nlisten = \"{ip}:0\"\npeers = [{peers}]\nsecret = \"{secret}\"\n",
+             [cluster]\nname = \"{name}\"\nlisten = \"{ip}:0\"\npeers = [{peers}]\nsecret = \"{secret}\"\n{cluster}\n",
             ip = self.ip,
-            nodes = list(self.nodes),
+            nodes = self
+                .nodes_text
+                .map_or_else(|| format!("[{}]", list(self.nodes)), str::to_owned),
+            service = self.service,
+            cluster = self.cluster,
             probe = self.probe_interval,
             name = self.name,
             peers = list(self.peers),
