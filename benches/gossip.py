@@ -5,14 +5,20 @@ Starts INSTANCES real tierlb processes on 127.0.0.1 (release build), each with S
 services of NODES nodes (greeting listeners run by this script), joined in one cluster, and
 reads `tierlb_cluster_bytes_total{direction="sent"}` from each admin endpoint over a window:
 first idle (nothing changes but heartbeats), then with clients churning through every
-instance, so that active counts change all the time and are republished every interval.
+instance, so that active counts change all the time and are republished every interval;
+then with SOURCES client addresses (127.1.x.y) holding two connections each on every
+instance under `max_per_source = 10`, so that every source is heavy and each instance
+publishes its 100 heaviest per service.
 
-    python3 benches/gossip.py [--instances 3] [--services 3] [--nodes 100] [--seconds 20]
+    python3 benches/gossip.py [--instances 3] [--services 3] [--nodes 100] [--seconds 20] [--sources 1000]
 """
 
 import argparse
 import os
+import random
 import re
+import resource
+import selectors
 import socket
 import subprocess
 import sys
@@ -27,41 +33,46 @@ SECRET = "gossip-benchmark-secret-of-more-than-32-bytes"
 
 
 def listeners(count):
-    """COUNT listening sockets that greet and then hold each connection until it closes."""
+    """COUNT listening sockets that greet and then hold each connection until it closes, all
+    served by one selector thread (thousands of held connections cost no thread each)."""
+    sel = selectors.DefaultSelector()
     socks = []
     for _ in range(count):
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", 0))
-        s.listen(512)
+        s.listen(4096)
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, "listener")
         socks.append(s)
 
-    def serve(s):
+    def serve():
         while True:
-            try:
-                conn, _ = s.accept()
-            except OSError:
-                return
-            threading.Thread(target=hold, args=(conn,), daemon=True).start()
+            for key, _ in sel.select():
+                if key.data == "listener":
+                    try:
+                        conn, _ = key.fileobj.accept()
+                        conn.setblocking(False)
+                        conn.send(b"hi\n")
+                        sel.register(conn, selectors.EVENT_READ, "conn")
+                    except OSError:
+                        pass
+                    continue
+                try:
+                    data = key.fileobj.recv(4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    sel.unregister(key.fileobj)
+                    key.fileobj.close()
 
-    def hold(conn):
-        try:
-            conn.sendall(b"hi\n")
-            while conn.recv(4096):
-                pass
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    for s in socks:
-        threading.Thread(target=serve, args=(s,), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
     return [s.getsockname() for s in socks]
 
 
-def config(name, nodes, services, peers):
+def config(name, nodes, services, peers, limits):
     node_list = ", ".join(f'"{h}:{p}"' for h, p in nodes)
-    text = "[health]\ninterval = \"2s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n"
+    text = limits + "[health]\ninterval = \"2s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n"
     text += f'[cluster]\nname = "{name}"\nlisten = "127.0.0.1:0"\nsecret = "{SECRET}"\n'
     text += "peers = [" + ", ".join(f'"{p}"' for p in peers) + "]\n\n"
     for i in range(services):
@@ -127,13 +138,57 @@ def churn(addresses, stop):
             threading.Thread(target=client, args=(addr,), daemon=True).start()
 
 
+def hold_sources(addresses, sources, per_instance):
+    """SOURCES client addresses (127.1.x.y), each holding PER_INSTANCE connections on every
+    instance, to one service each (source i to service i mod the number of services)."""
+    held = []
+    for i in range(sources):
+        src = f"127.1.{i // 250}.{i % 250 + 1}"
+        for services in addresses:
+            host, port = services[i % len(services)].rsplit(":", 1)
+            for _ in range(per_instance):
+                held.append(open_from(src, host, int(port)))
+    return held
+
+
+def open_from(src, host, port):
+    s = socket.socket()
+    s.bind((src, 0))
+    s.connect((host, port))
+    return s
+
+
+def churn_sources(held, stop):
+    """Every 100 ms, 50 held connections closed and opened again from the same source to the
+    same service: the heavy sources' counts change at every gossip interval, so every
+    instance republishes them every interval (the most gossip they can cost)."""
+    rng = random.Random(1)
+    while not stop.is_set():
+        for k in rng.sample(range(len(held)), 50):
+            old = held[k]
+            src, dst = old.getsockname()[0], old.getpeername()
+            old.close()
+            try:
+                held[k] = open_from(src, *dst)
+            except OSError:
+                held[k] = socket.socket()
+        time.sleep(0.1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--instances", type=int, default=3)
     ap.add_argument("--services", type=int, default=3)
     ap.add_argument("--nodes", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--sources", type=int, default=1000,
+                    help="client addresses holding connections in the third window (0: none)")
     args = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # Every source over a tenth of max_per_source on every instance: each publishes its
+    # heaviest 100 per service, the most it ever publishes.
+    limits = 'max_per_source = 10\nrate_per_source = "20/s"\n' if args.sources else ""
     if not os.access(BINARY, os.X_OK):
         sys.exit(f"build first: cargo build --release ({BINARY} is missing)")
     nodes = listeners(args.nodes)
@@ -143,7 +198,7 @@ def main():
         first = None
         for i in range(args.instances):
             peers = [first] if first else []
-            proc, found = start(f"lb{i}", config(f"lb{i}", nodes, args.services, peers), workdir)
+            proc, found = start(f"lb{i}", config(f"lb{i}", nodes, args.services, peers, limits), workdir)
             instances.append((proc, found))
             first = first or found["gossip"]
         deadline = time.time() + 30
@@ -156,10 +211,28 @@ def main():
         time.sleep(2)
         busy = window(instances, args.seconds)
         stop.set()
+        time.sleep(2)
+        heavy = None
+        if args.sources:
+            held = hold_sources([i["services"] for _, i in instances], args.sources, 2)
+            time.sleep(3)  # the counts published and their windows settled
+            steady = window(instances, args.seconds)
+            stop = threading.Event()
+            threading.Thread(target=churn_sources, args=(held, stop), daemon=True).start()
+            time.sleep(2)
+            heavy = (steady, window(instances, args.seconds))
+            stop.set()
+            time.sleep(0.5)
+            for s in held:
+                s.close()
         shape = f"{args.instances} instances x {args.services} services x {args.nodes} nodes"
         print(f"gossip sent per instance ({shape}, {args.seconds:.0f} s windows, interval 200ms):")
         print("  idle:  " + ", ".join(f"{b:,.0f} B/s" for b in idle))
         print("  churn: " + ", ".join(f"{b:,.0f} B/s" for b in busy))
+        if heavy:
+            print(f"  {args.sources:,} sources holding 2 connections each per instance (max_per_source 10: all heavy, 100 per service published):")
+            print("    held:     " + ", ".join(f"{b:,.0f} B/s" for b in heavy[0]))
+            print("    churning: " + ", ".join(f"{b:,.0f} B/s" for b in heavy[1]))
     finally:
         for proc, _ in instances:
             proc.terminate()

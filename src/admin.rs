@@ -128,6 +128,9 @@ async fn prometheus(State(shared): State<Arc<Shared>>, Extension(cluster): Membe
                 ],
                 queue: Arc::clone(&service.queue),
                 entries: service.found.stats(),
+                rejected: crate::admission::Refusal::ALL
+                    .map(|why| (why.reason(), service.admission.rejected(why))),
+                sources: service.admission.sources(),
             }
         })
         .collect();

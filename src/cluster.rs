@@ -26,6 +26,7 @@ mod members;
 mod merge;
 mod owners;
 mod seal;
+mod sources;
 mod task;
 mod transport;
 

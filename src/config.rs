@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 mod address;
+mod admission;
 mod cluster;
 mod discover;
 mod duration;
@@ -26,6 +27,7 @@ mod summary;
 mod walk;
 
 pub use address::{parse_listen, parse_node_flag, Cidr, NodeAddr};
+pub use admission::{parse_rate, AdmissionConfig, Rate};
 pub use cluster::{ClusterConfig, Secret, DEFAULT_GOSSIP_INTERVAL, MIN_SECRET_LEN};
 pub use discover::{DiscoverConfig, Target, DEFAULT_MAX_NODES};
 pub use duration::show as show_duration;
@@ -108,6 +110,8 @@ pub struct ServiceConfig {
     pub proxy_protocol: ProxyProtocol,
     /// Sources whose connections must start with a PROXY header (`accept_proxy_from`).
     pub accept_proxy_from: Vec<Cidr>,
+    /// Who may connect, and how much per client address.
+    pub admission: AdmissionConfig,
 }
 
 /// The PROXY protocol header a node is sent before a client's bytes (`proxy_protocol`).

@@ -18,8 +18,12 @@ use crate::node::{FailureKind, Node, NodeSet, Observation, Source};
 use crate::proxy_protocol;
 use crate::queue::{self, Left, Unserved};
 use crate::service::{Active, Service};
-use crate::splice::{self, End, NodeEnd, Outcome, Side};
+use crate::splice::{self, End, NodeEnd, Outcome};
 use crate::upstream::{Settings, Upstream};
+
+mod access;
+
+use access::{Access, EndText};
 
 /// Serves one client: connect to a node (with retries), splice, count and log the end. The
 /// connection-limit permits, the node slot and the listener's active count are released when this
@@ -36,12 +40,16 @@ pub fn handle<P: Send>(
     permits: P,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        let _active = Active::new(&service);
+        let mut active = Active::new(&service);
         let settings = &service.upstream().settings;
         let opened = settings.access_log.then(Instant::now);
         let Some(who) = greet(&mut client, peer, &service, settings).await else {
             return;
         };
+        // A refused client is closed at once (counted and logged by the guard).
+        if active.admit(who.addr.ip()).is_err() {
+            return;
+        }
         serve(client, who, Arc::clone(&service), permits, None, opened).await;
     }
 }
@@ -339,61 +347,4 @@ fn closed(
         end = %EndText(end),
         "connection closed"
     );
-}
-
-/// One access-log entry: a connection from accept to close.
-struct Access<'a> {
-    service: &'a str,
-    /// The server name a client of a shared address asked for.
-    sni: Option<&'a str>,
-    client: SocketAddr,
-    /// The node that served it, if any did.
-    node: Option<&'a Node>,
-    /// Bytes client to node, node to client.
-    moved: (u64, u64),
-    /// The successful connect's time.
-    took: Option<Duration>,
-    opened: Instant,
-    /// Connect attempts after the first (on other nodes, or after a node dropped the client).
-    retries: u32,
-}
-
-impl Access<'_> {
-    /// Writes the line, target `tierlb::access`, with how the connection ended.
-    fn log(&self, end: &dyn std::fmt::Display) {
-        let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
-        let node = self
-            .node
-            .map_or_else(|| "-".to_owned(), |n| n.address.to_string());
-        tracing::info!(
-            target: "tierlb::access",
-            service = %self.service,
-            sni = self.sni,
-            client = %self.client,
-            node = %node,
-            client_to_node = self.moved.0,
-            node_to_client = self.moved.1,
-            connect_ms = self.took.map_or(0.0, ms),
-            duration_ms = ms(self.opened.elapsed()),
-            retries = self.retries,
-            end = %end,
-            "access"
-        );
-    }
-}
-
-/// How a connection ended, for the log line (formatted only if the line is written).
-struct EndText<'a>(&'a End);
-
-impl std::fmt::Display for EndText<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            End::Done => f.write_str("done"),
-            End::Idle => f.write_str("idle timeout"),
-            End::HalfClosed => f.write_str("half-closed too long (fin timeout)"),
-            End::Error(e, Side::Client) => write!(f, "client: {e}"),
-            End::Error(e, Side::Node) => write!(f, "node: {e}"),
-            End::Dropped(_) => f.write_str("dropped"),
-        }
-    }
 }

@@ -29,6 +29,8 @@
 //! - [`limits`]: the descriptor budget that sets the default connection limit.
 //! - [`state`]: the services and what the admin endpoint reads.
 //! - [`service`]: one service's shared state (name, upstream, listener counters).
+//! - [`admission`]: who may connect to a service and how much per client address (allow and
+//!   deny ranges, per-source connection and rate limits, fleet-wide in a cluster).
 //! - [`listener`]: a service's accept loop and connection limit.
 //! - [`sni`]: services sharing one listen address, each client routed by the server name of
 //!   its TLS ClientHello.
@@ -89,6 +91,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub(crate) mod admin;
+pub(crate) mod admission;
 pub mod balancer;
 pub(crate) mod buffers;
 pub mod cli;

@@ -96,6 +96,11 @@ pub const DISCOVERY_FOUND: &str = "tierlb_discovery_found_addresses";
 /// 1 for each node a `discover` entry found, labelled with the entry.
 pub const NODE_DISCOVERED: &str = "tierlb_node_discovered";
 
+/// Clients refused by a service's admission rules, by reason.
+pub const ADMISSION_REJECTED: &str = "tierlb_admission_rejected_total";
+/// Client addresses a service's admission rules track now.
+pub const ADMISSION_SOURCES: &str = "tierlb_admission_sources";
+
 /// Clients of a listen address shared by `sni` closed unserved, by reason.
 pub const SNI_UNMATCHED: &str = "tierlb_sni_unmatched_total";
 

@@ -2,13 +2,14 @@
 //! counters, its queue, the rate limit of its failure lines. (Its accept loop is in `listener`, which
 //! spawns `conn` tasks that read this: keeping the two apart keeps `conn` below both.)
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Admission, Refusal};
 use crate::config::ServiceConfig;
 use crate::found::Found;
 use crate::metrics::ListenerStats;
@@ -36,6 +37,8 @@ pub struct Service {
     pub stop: CancellationToken,
     /// What its `discover` entries found, and its configuration in force.
     pub found: Found,
+    /// Its clients per source, for its admission rules.
+    pub admission: Admission,
 }
 
 impl Service {
@@ -51,6 +54,7 @@ impl Service {
             next_pick: AtomicUsize::new(0),
             queue: Arc::default(),
             found: Found::new(config, &stop),
+            admission: Admission::default(),
             stop,
         }
     }
@@ -67,20 +71,43 @@ impl Service {
 }
 
 /// Counts one client in its service's open connections ([`ListenerStats::active`]) until
-/// dropped, on every exit path. It holds the service, so a connection's future can hand the
-/// service on and still be counted.
-pub struct Active(Arc<Service>);
+/// dropped, on every exit path, and, once admitted, in its source's count. It holds the
+/// service, so a connection's future can hand the service on and still be counted.
+pub struct Active(Arc<Service>, Option<IpAddr>);
 
 impl Active {
     /// Counts one more open client connection of `service`.
     pub fn new(service: &Arc<Service>) -> Active {
         service.listener.active.fetch_add(1, Ordering::Relaxed);
-        Active(Arc::clone(service))
+        Active(Arc::clone(service), None)
+    }
+
+    /// Puts the client from `ip` to the service's admission rules: counted in its source
+    /// until this guard drops, or refused (counted and, once a minute per source, logged).
+    pub fn admit(&mut self, ip: IpAddr) -> Result<(), Refusal> {
+        let service = &self.0;
+        let upstream = service.upstream();
+        let rules = &upstream.settings.admission;
+        match service.admission.admit(rules, ip) {
+            Ok(counted) => {
+                self.1 = counted.then_some(ip);
+                Ok(())
+            }
+            Err(why) => {
+                if service.admission.log_now(ip) {
+                    tracing::info!(service = %service.name, client = %ip, reason = why.reason(), "client refused by the admission rules (logged once a minute per source)");
+                }
+                Err(why)
+            }
+        }
     }
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
         self.0.listener.active.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = self.1 {
+            self.0.admission.left(ip);
+        }
     }
 }

@@ -127,7 +127,10 @@ pub fn serve(
             };
             drop(router);
             service.listener.accepted.fetch_add(1, Ordering::Relaxed);
-            let active = Active::new(&service);
+            let mut active = Active::new(&service);
+            if active.admit(who.addr.ip()).is_err() {
+                return;
+            }
             let own = match limit {
                 Some(limit) => match limit.acquire_owned().await {
                     Ok(permit) => Some(permit),

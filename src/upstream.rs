@@ -26,6 +26,8 @@ pub struct Settings {
     pub access_log: bool,
     /// Sources whose connections start with a PROXY header.
     pub accept_proxy_from: Vec<Cidr>,
+    /// Who may connect, and how much per client address.
+    pub admission: crate::config::AdmissionConfig,
     /// Whether any node is sent a PROXY header (then a client's local address is needed).
     pub sends_proxy: bool,
     /// What each connection's splice keeps to (its timeouts, how the node side closes),
@@ -43,6 +45,7 @@ impl Settings {
             dns_ttl: config.dns_ttl,
             access_log: config.access_log,
             accept_proxy_from: config.accept_proxy_from.clone(),
+            admission: config.admission.clone(),
             rules: splice::Rules {
                 idle: config.timeouts.idle,
                 // A node that drops a client within the connect timeout, before a byte moved

@@ -1,5 +1,7 @@
 //! Limits that hold for a cluster of real tierlb processes on 127.0.0.1 as for one: a node's
-//! `max_connections` is a budget shared by every instance, counted at the node.
+//! `max_connections` is a budget shared by every instance (counted at the node), and the
+//! per-source limits (`max_per_source`, `rate_per_source`) hold fleet-wide; `deny` closes a
+//! listed source at once.
 
 mod common;
 
@@ -142,4 +144,168 @@ async fn a_nodes_max_connections_is_one_budget_for_the_whole_cluster() {
     let most = n1.most.load(Ordering::SeqCst);
     assert!(most <= 40, "{most} open at once after the queue moved");
     drop((served, kept));
+}
+
+/// A client connected from `source` (an address of 127.0.0.0/8) to `to`.
+async fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .expect("bind a loopback source");
+    socket.connect(to).await.expect("connect")
+}
+
+/// Three instances of one service on `nodes` with `service` lines, each seeded with the first.
+async fn three(addrs: &[SocketAddr], service: &'static str) -> [Instance; 3] {
+    let spec = |name: &'static str| Spec {
+        service,
+        ..Spec::new(name, addrs, &[])
+    };
+    let a = Instance::start(&spec("a"));
+    let seed = [a.gossip];
+    let b = Instance::start(&Spec {
+        peers: &seed,
+        ..spec("b")
+    });
+    let c = Instance::start(&Spec {
+        peers: &seed,
+        ..spec("c")
+    });
+    for i in [&a, &b, &c] {
+        i.wait_members(&["a", "b", "c"]).await;
+    }
+    [a, b, c]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_per_source_holds_across_the_cluster_and_spares_other_sources() {
+    let n1 = Counting::start().await;
+    let all = three(&[n1.addr], "max_per_source = 10").await;
+    // One source opens 60 connections, 20 a second, in turn through A, B and C.
+    let mut held = Vec::new();
+    let mut most = 0;
+    for k in 0..60 {
+        let mut client = connect_from([127, 0, 0, 2], all[k % 3].lb.addr).await;
+        if greeted(&mut client, Duration::from_secs(2)).await {
+            held.push(client);
+            most = most.max(held.len());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("one source: {most} of 60 connections open at once (max_per_source 10)");
+    // The stated bound: what the source opens through the other instances in about two
+    // gossip intervals, plus a tenth of the limit per other instance (about 7 here).
+    assert!(
+        (10..=18).contains(&most),
+        "{most} open at once from one source"
+    );
+    assert_eq!(n1.open.load(Ordering::SeqCst), held.len());
+    // Another source is not affected: 5 through each instance, all served.
+    let mut other = Vec::new();
+    for i in &all {
+        for _ in 0..5 {
+            let mut client = connect_from([127, 0, 0, 3], i.lb.addr).await;
+            assert!(
+                greeted(&mut client, WAIT).await,
+                "{}: the other source is served",
+                i.name
+            );
+            other.push(client);
+        }
+    }
+    let refused: f64 = {
+        let mut sum = 0.0;
+        for i in &all {
+            let m = i.metrics().await;
+            sum += common::metric(
+                &m,
+                "tierlb_admission_rejected_total{service=\"default\",reason=\"max_per_source\"}",
+            )
+            .unwrap_or(0.0);
+        }
+        sum
+    };
+    assert_eq!(refused as usize, 60 - held.len(), "every refusal counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_per_source_passes_its_rate_across_the_cluster() {
+    let n1 = Counting::start().await;
+    let all = three(&[n1.addr], "rate_per_source = \"20/s\"").await;
+    let targets: Vec<SocketAddr> = all.iter().map(|i| i.lb.addr).collect();
+    // 200 attempts a second for 8 s, in turn through A, B and C; each attempt closes as soon
+    // as it knows whether it was served.
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    let mut attempts = tokio::task::JoinSet::new();
+    for k in 0..1_600 {
+        tick.tick().await;
+        let to = targets[k % 3];
+        attempts.spawn(async move {
+            let mut client = connect_from([127, 0, 0, 2], to).await;
+            let passed = greeted(&mut client, Duration::from_secs(2)).await;
+            (start.elapsed(), passed)
+        });
+    }
+    let mut passed = Vec::new();
+    while let Some(done) = attempts.join_next().await {
+        let (at, ok) = done.expect("attempt");
+        if ok {
+            passed.push(at);
+        }
+    }
+    // The steady rate, after the instances have heard of each other's clients (the first
+    // two seconds are reported, not judged).
+    let steady = passed
+        .iter()
+        .filter(|t| (Duration::from_secs(2)..Duration::from_secs(8)).contains(t))
+        .count();
+    let first = passed.len() - steady;
+    let rate = steady as f64 / 6.0;
+    eprintln!("rate_per_source 20/s under 200 attempts/s over 3 instances: {rate:.1}/s passed from 2 s to 8 s; {first} in the first 2 s");
+    assert!((16.0..=24.0).contains(&rate), "{rate}/s passed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_source_is_closed_at_once_and_another_served() {
+    let n1 = Counting::start().await;
+    let nodes = [n1.addr];
+    let config = common::ConfigFile::new(&format!(
+        "listen = \"127.0.0.1:0\"\nnodes = [\"{}\"]\ndeny = [\"127.0.0.2/32\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        nodes[0]
+    ));
+    let lb = common::Tierlb::with_config(&config);
+    let admin = lb.logged_addr("admin listening");
+    for _ in 0..3 {
+        let mut denied = connect_from([127, 0, 0, 2], lb.addr).await;
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(WAIT, denied.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "denied: closed without a byte"
+        );
+    }
+    let mut served = connect_from([127, 0, 0, 3], lb.addr).await;
+    assert!(greeted(&mut served, WAIT).await, "127.0.0.3 is served");
+    let metrics = common::http(admin, "GET", "/metrics", &[]).await.1;
+    assert_eq!(
+        common::metric(
+            &metrics,
+            "tierlb_admission_rejected_total{service=\"default\",reason=\"deny\"}"
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        n1.most.load(Ordering::SeqCst),
+        1,
+        "no denied client reached the node"
+    );
+    let line = [
+        "client refused by the admission rules",
+        "client=127.0.0.2",
+        "reason=\"deny\"",
+    ];
+    lb.wait_log_all(&line, 1, WAIT)
+        .expect("the refusal is logged");
+    assert_eq!(lb.count(&line), 1, "one line per source per minute");
 }

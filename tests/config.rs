@@ -88,8 +88,16 @@ fn valid_configs_and_the_shipped_example_pass_check() {
             stdout.contains("node ") || stdout.contains("discover "),
             "{stdout}"
         );
-        // Warnings, word for word, and none where a fixture expects none.
+        // Warnings, word for word, and none where a fixture expects none; lines a fixture
+        // says the summary shows.
         let text = std::fs::read_to_string(&file).expect("read fixture");
+        for line in marked(&text, "# shows: ") {
+            assert!(
+                stdout.contains(&format!("{line}\n")),
+                "{}: no {line:?} in {stdout}",
+                file.display()
+            );
+        }
         let path = file.to_str().expect("utf-8 path");
         let mut want = marked(&text, "# warn: ");
         let mut got: Vec<String> = stdout

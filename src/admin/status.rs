@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use crate::admission::Refusal;
 use crate::cluster::{stamp_ms, Cluster};
+use crate::config::AdmissionConfig;
 use crate::node::FailureKind;
 use crate::node::Node;
 use crate::service::Service;
@@ -131,7 +133,38 @@ fn service_json(service: &Service) -> Value {
             "address": n.address.to_string(),
             "active": n.active(),
         })).collect::<Vec<_>>(),
+        "admission": admission_json(service, &upstream.settings.admission),
     })
+}
+
+/// A service's admission rules and what they refused (`None` when it has none).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "json! unwraps serde_json::to_value, which cannot fail for numbers, strings and Values"
+)]
+fn admission_json(service: &Service, rules: &AdmissionConfig) -> Option<Value> {
+    if rules.is_open() {
+        return None;
+    }
+    let show =
+        |ranges: &[crate::config::Cidr]| ranges.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let rejected: serde_json::Map<String, Value> = Refusal::ALL
+        .iter()
+        .map(|why| {
+            (
+                why.reason().to_owned(),
+                json!(service.admission.rejected(*why)),
+            )
+        })
+        .collect();
+    Some(json!({
+        "allow": show(&rules.allow),
+        "deny": show(&rules.deny),
+        "max_per_source": rules.max_per_source,
+        "rate_per_source": rules.rate_per_source.map(|r| r.to_string()),
+        "sources": service.admission.sources(),
+        "rejected": rejected,
+    }))
 }
 
 #[allow(

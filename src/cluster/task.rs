@@ -15,9 +15,10 @@ use super::keys::{self, Fact};
 use super::members::{self, Roster};
 use super::merge::{self, Heard};
 use super::owners::Owners;
+use super::sources;
 use super::{Cluster, Member};
 use crate::config::ClusterConfig;
-use crate::node::{epoch_ms, Node, NodeSet, PeerReport, Role, Verdict};
+use crate::node::{epoch_ms, Node, PeerReport, Role, Verdict};
 use crate::state::Shared;
 use crate::throttle::Throttle;
 
@@ -113,6 +114,7 @@ impl Task {
             keys::fingerprint(&self.shared.config().services),
         );
         for service in self.shared.services().iter() {
+            facts.extend(sources::fact(service));
             for node in &service.upstream().nodes.nodes {
                 let address = node.address.to_string();
                 let key = |fact| keys::key(fact, &service.name, &address);
@@ -172,6 +174,7 @@ impl Task {
         let now = epoch_ms(SystemTime::now());
         let mut count = 0;
         for service in self.shared.services().iter() {
+            sources::merge(service, &peers, |id, why| self.bad_value(id, why));
             let upstream = service.upstream();
             for node in &upstream.nodes.nodes {
                 count += 1;
@@ -250,7 +253,7 @@ impl Task {
                 let follower = node.peers.probing.role() == Role::Follow;
                 let j = merge::judge(node.is_up(), node.peers.last_success_ms(), &heard, follower);
                 if let Some(up) = j.follow {
-                    follow(&upstream.nodes, node, up, &reports);
+                    upstream.nodes.follow(node, up, &reports);
                 }
                 let by: Vec<String> = reports
                     .iter()
@@ -270,10 +273,13 @@ impl Task {
         self.owners.trim(count);
     }
 
-    /// Drops every peer's report, load and suspicion: without gossip they would only go stale;
-    /// this instance probes every node again.
+    /// Drops every peer's report, load, suspicion and sources: without gossip they would only
+    /// go stale; this instance probes every node again.
     fn forget_peers(&self) {
         for service in self.shared.services().iter() {
+            service
+                .admission
+                .set_peers(std::collections::HashMap::new());
             for node in &service.upstream().nodes.nodes {
                 node.peers.update(Vec::new(), 0, false);
                 node.peers.probing.reset();
@@ -357,29 +363,6 @@ impl Task {
             |id| drifts.remove(id),
         )
     }
-}
-
-/// Takes the owners' verdict `up` about `node` (a follower), naming them in the reason.
-fn follow(nodes: &NodeSet, node: &Node, up: bool, reports: &[PeerReport]) {
-    if node.is_up() == up {
-        return;
-    }
-    let owners = node.peers.probing.owners();
-    let said: Vec<&PeerReport> = reports
-        .iter()
-        .filter(|r| r.verdict.up == up && owners.contains(&r.peer))
-        .collect();
-    let names: Vec<&str> = said.iter().map(|r| r.peer.as_str()).collect();
-    let why = said.first().map_or("", |r| r.verdict.reason.as_str());
-    let reason = match (up, why) {
-        (true, _) | (false, "") => format!(
-            "{} by its probing owner {}",
-            if up { "up" } else { "down" },
-            names.join(", ")
-        ),
-        (false, why) => format!("down by its probing owner {}: {why}", names.join(", ")),
-    };
-    nodes.follow(node, up, &reason);
 }
 
 /// This instance's verdict about `node`.

@@ -17,7 +17,7 @@ use super::{
 /// Most runtime threads: far more than any machine's cores, far fewer than would exhaust it.
 const MAX_THREADS: u32 = 1024;
 
-const TOP_KEYS: [&str; 19] = [
+const TOP_KEYS: [&str; 23] = [
     "listen",
     "nodes",
     "discover",
@@ -31,6 +31,10 @@ const TOP_KEYS: [&str; 19] = [
     "proxy_protocol",
     "accept_proxy_from",
     "source",
+    "allow",
+    "deny",
+    "max_per_source",
+    "rate_per_source",
     "threads",
     "health",
     "timeouts",
@@ -100,6 +104,7 @@ fn built_in() -> Defaults {
         proxy_protocol: crate::config::ProxyProtocol::Off,
         accept_proxy_from: Vec::new(),
         source: Vec::new(),
+        admission: crate::config::AdmissionConfig::default(),
         health: HealthConfig {
             interval: DEFAULT_INTERVAL,
             timeout: DEFAULT_PROBE_TIMEOUT,
@@ -170,6 +175,7 @@ fn several(
     if let Some(s) = super::nodes::sources(walk, top) {
         base.source = s;
     }
+    base.admission = super::admission::read(walk, top, &base.admission);
     base.health = service::health(walk, top, &base.health);
     base.timeouts = service::timeouts(walk, top, base.timeouts);
     let Some(table) = walk.table(top, "services") else {

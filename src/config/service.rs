@@ -1,5 +1,5 @@
 //! One service's table read into a [`ServiceConfig`]: its listen address and nodes, and its
-//! `retries`, `dns_ttl`, `max_connections`, `access_log`, `[health]` and `[timeouts]`, each key falling back
+//! `retries`, `dns_ttl`, `max_connections`, `access_log`, admission rules, `[health]` and `[timeouts]`, each key falling back
 //! to the file's top-level default ([`Defaults`]) when the service does not set it.
 
 use std::net::{IpAddr, SocketAddr};
@@ -34,7 +34,7 @@ const TIMEOUT_KEYS: [&str; 7] = [
     "queue",
 ];
 /// The keys of a `[services.NAME]` table.
-pub(super) const SERVICE_KEYS: [&str; 14] = [
+pub(super) const SERVICE_KEYS: [&str; 18] = [
     "listen",
     "sni",
     "nodes",
@@ -47,6 +47,10 @@ pub(super) const SERVICE_KEYS: [&str; 14] = [
     "proxy_protocol",
     "accept_proxy_from",
     "source",
+    "allow",
+    "deny",
+    "max_per_source",
+    "rate_per_source",
     "health",
     "timeouts",
 ];
@@ -64,6 +68,7 @@ pub(super) struct Defaults {
     pub proxy_protocol: ProxyProtocol,
     pub accept_proxy_from: Vec<Cidr>,
     pub source: Vec<IpAddr>,
+    pub admission: super::AdmissionConfig,
     pub health: HealthConfig,
     pub timeouts: Timeouts,
 }
@@ -97,6 +102,7 @@ pub(super) fn service(
         nodes => nodes,
     };
     let accept_proxy_from = ranges(walk, section).unwrap_or_else(|| base.accept_proxy_from.clone());
+    let admission = super::admission::read(walk, section, &base.admission);
     let balance = balance(walk, section);
     let retries = walk.count(section, "retries", 0, u32::MAX);
     let dns_ttl = walk.duration(section, "dns_ttl", true).map(|(d, _)| d);
@@ -120,6 +126,7 @@ pub(super) fn service(
         access_log: access_log.unwrap_or(base.access_log),
         proxy_protocol: proxy,
         accept_proxy_from,
+        admission,
         health,
         timeouts,
     }))

@@ -98,6 +98,27 @@ impl ServiceConfig {
                 show(self.timeouts.handshake)
             );
         }
+        let a = &self.admission;
+        if !a.is_open() {
+            let ranges = |list: &[super::Cidr]| {
+                let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
+                if shown.is_empty() {
+                    "-".to_owned()
+                } else {
+                    shown.join(",")
+                }
+            };
+            let _ = writeln!(
+                out,
+                "admission allow {} deny {} max_per_source {} rate_per_source {}",
+                ranges(&a.allow),
+                ranges(&a.deny),
+                a.max_per_source
+                    .map_or_else(|| "-".to_owned(), |m| m.to_string()),
+                a.rate_per_source
+                    .map_or_else(|| "-".to_owned(), |r| r.to_string()),
+            );
+        }
         for node in &self.nodes {
             let _ = write!(out, "node {} weight {}", node.address, node.weight);
             if let Some(max) = node.max_connections {

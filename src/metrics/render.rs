@@ -24,6 +24,7 @@ use crate::node::{FailureKind, Node};
 use crate::queue::Queue;
 use crate::timings::Timings;
 
+mod admission;
 mod cluster;
 mod discovery;
 mod process;
@@ -66,6 +67,10 @@ pub struct ServiceScrape {
     pub queue: Arc<Queue>,
     /// Its `discover` entries: name, counters, addresses in the last good answer.
     pub entries: Vec<(Arc<str>, Arc<EntryStats>, usize)>,
+    /// Clients refused by its admission rules, per reason.
+    pub rejected: [(&'static str, u64); 3],
+    /// Sources its admission rules track now.
+    pub sources: usize,
 }
 
 /// Renders a scrape in the Prometheus text format (version 0.0.4).
@@ -368,6 +373,7 @@ impl Collector for Scrape {
         self.nodes(&mut encoder)?;
         self.listener(&mut encoder)?;
         queue::encode(&self.services, &mut encoder)?;
+        admission::encode(&self.services, &mut encoder)?;
         discovery::encode(&self.services, &mut encoder)?;
         discovery::encode_unmatched(&self.unmatched, &mut encoder)
     }

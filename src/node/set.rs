@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{advance, Node, Observation, Source, Transition};
+use super::{advance, Node, Observation, PeerReport, Source, Transition};
 use crate::config::{show_duration, NodeConfig};
 
 /// The nodes in service, in configured order, and the nodes a reload removed that still have
@@ -92,11 +92,27 @@ impl NodeSet {
         Some(transition)
     }
 
-    /// Takes the verdict of the node's probing owners (this instance follows them): up or
-    /// down at once, logged as any change. Returns the change, if any.
-    pub fn follow(&self, node: &Node, up: bool, reason: &dyn fmt::Display) -> Option<Transition> {
-        let (transition, lasted) = node.adopt(up, reason)?;
-        self.log(node, transition, lasted, reason);
+    /// Takes the verdict `up` of the node's probing owners (this instance follows them): up
+    /// or down at once, logged as any change with the owners who said so (from `reports`).
+    /// Returns the change, if any.
+    pub fn follow(&self, node: &Node, up: bool, reports: &[PeerReport]) -> Option<Transition> {
+        if node.is_up() == up {
+            return None;
+        }
+        let owners = node.peers.probing.owners();
+        let said: Vec<&PeerReport> = reports
+            .iter()
+            .filter(|r| r.verdict.up == up && owners.contains(&r.peer))
+            .collect();
+        let names: Vec<&str> = said.iter().map(|r| r.peer.as_str()).collect();
+        let state = if up { "up" } else { "down" };
+        let mut reason = format!("{state} by its probing owner {}", names.join(", "));
+        let why = said.first().map(|r| r.verdict.reason.as_str());
+        if let Some(why) = why.filter(|w| !up && !w.is_empty()) {
+            reason = format!("{reason}: {why}");
+        }
+        let (transition, lasted) = node.adopt(up, &reason)?;
+        self.log(node, transition, lasted, &reason);
         Some(transition)
     }
 
