@@ -269,13 +269,22 @@ async fn rate_per_source_passes_its_rate_across_the_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_source_is_closed_at_once_and_another_served() {
     let n1 = Counting::start().await;
-    let nodes = [n1.addr];
-    let config = common::ConfigFile::new(&format!(
-        "listen = \"127.0.0.1:0\"\nnodes = [\"{}\"]\ndeny = [\"127.0.0.2/32\"]\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-        nodes[0]
-    ));
+    let text = |rules: &str| {
+        format!(
+            "listen = \"127.0.0.1:0\"\nnodes = [\"{}\"]\n{rules}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            n1.addr
+        )
+    };
+    let config = common::ConfigFile::new(&text(""));
     let lb = common::Tierlb::with_config(&config);
     let admin = lb.logged_addr("admin listening");
+    // A connection from 127.0.0.2 before the rule; a reload then denies that address.
+    let mut before = connect_from([127, 0, 0, 2], lb.addr).await;
+    assert!(greeted(&mut before, WAIT).await);
+    config.rewrite(&text("deny = [\"127.0.0.2/32\"]"));
+    lb.signal(nix::sys::signal::Signal::SIGHUP);
+    lb.wait_log("configuration reloaded", 1)
+        .expect("the reload is put in force");
     for _ in 0..3 {
         let mut denied = connect_from([127, 0, 0, 2], lb.addr).await;
         let mut byte = [0u8; 1];
@@ -297,9 +306,15 @@ async fn a_denied_source_is_closed_at_once_and_another_served() {
     );
     assert_eq!(
         n1.most.load(Ordering::SeqCst),
-        1,
+        2,
         "no denied client reached the node"
     );
+    // The connection opened before the rule runs on.
+    before
+        .write_all(b"still here")
+        .await
+        .expect("the old connection is open");
+    assert_eq!(n1.open.load(Ordering::SeqCst), 2);
     let line = [
         "client refused by the admission rules",
         "client=127.0.0.2",
