@@ -41,16 +41,22 @@ pub fn handle<P: Send>(
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let mut active = Active::new(&service);
-        let settings = &service.upstream().settings;
-        let opened = settings.access_log.then(Instant::now);
-        let Some(who) = greet(&mut client, peer, &service, settings).await else {
-            return;
+        // What the greeting needs lives in this block, so none of it is kept beside the
+        // connection's own future while it runs.
+        let serving = {
+            let upstream = service.upstream();
+            let settings = &upstream.settings;
+            let opened = settings.access_log.then(Instant::now);
+            let Some(who) = greet(&mut client, peer, &service, settings).await else {
+                return;
+            };
+            // A refused client is closed at once (counted and logged by the guard).
+            if active.admit(who.addr.ip(), &settings.admission).is_err() {
+                return;
+            }
+            serve(client, who, Arc::clone(&service), permits, None, opened)
         };
-        // A refused client is closed at once (counted and logged by the guard).
-        if active.admit(who.addr.ip()).is_err() {
-            return;
-        }
-        serve(client, who, Arc::clone(&service), permits, None, opened).await;
+        serving.await;
     }
 }
 

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, Refusal};
-use crate::config::ServiceConfig;
+use crate::config::{AdmissionConfig, ServiceConfig};
 use crate::found::Found;
 use crate::metrics::ListenerStats;
 use crate::queue::Queue;
@@ -82,12 +82,10 @@ impl Active {
         Active(Arc::clone(service), None)
     }
 
-    /// Puts the client from `ip` to the service's admission rules: counted in its source
+    /// Puts the client from `ip` to the service's admission `rules`: counted in its source
     /// until this guard drops, or refused (counted and, once a minute per source, logged).
-    pub fn admit(&mut self, ip: IpAddr) -> Result<(), Refusal> {
+    pub fn admit(&mut self, ip: IpAddr, rules: &AdmissionConfig) -> Result<(), Refusal> {
         let service = &self.0;
-        let upstream = service.upstream();
-        let rules = &upstream.settings.admission;
         match service.admission.admit(rules, ip) {
             Ok(counted) => {
                 self.1 = counted.then_some(ip);

@@ -128,7 +128,11 @@ pub fn serve(
             drop(router);
             service.listener.accepted.fetch_add(1, Ordering::Relaxed);
             let mut active = Active::new(&service);
-            if active.admit(who.addr.ip()).is_err() {
+            let upstream = service.upstream();
+            if active
+                .admit(who.addr.ip(), &upstream.settings.admission)
+                .is_err()
+            {
                 return;
             }
             let own = match limit {
@@ -138,7 +142,8 @@ pub fn serve(
                 },
                 None => None,
             };
-            let opened = service.upstream().settings.access_log.then_some(accepted);
+            let opened = upstream.settings.access_log.then_some(accepted);
+            drop(upstream);
             let permits = (own, process, active);
             conn::serve(client, who, service, permits, Some(routed), opened)
         };
