@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{DiscoverConfig, NodeAddr, NodeConfig, ServiceConfig, Target};
 use crate::found::{Entry, Roster};
 use crate::node::{Node, NodeSet};
-use crate::service::Service;
+use crate::service::{Bound, Service};
 use crate::sni::Router;
 use crate::upstream::Upstream;
 
@@ -27,8 +27,9 @@ pub trait Start {
     fn discover(&self, service: &Arc<Service>, target: Target, stop: CancellationToken);
     /// A token that stops a new service's accept loop (cancelled at shutdown too).
     fn stop_token(&self) -> CancellationToken;
-    /// Starts serving `service` on `listener`, with its own `max_connections`.
-    fn serve(&self, service: Arc<Service>, listener: TcpListener, max_connections: Option<u32>);
+    /// Starts serving `service` on `bound` (a TCP listener or a UDP socket of its own), with
+    /// the limits of its configuration in force.
+    fn serve(&self, service: Arc<Service>, bound: Bound);
     /// Starts serving `services`, sharing `listener` (bound for `listen`) by `sni`; returns
     /// their router.
     fn serve_shared(
@@ -148,10 +149,22 @@ pub fn apply(service: &Arc<Service>, roster: &Roster, start: &impl Start) {
         .cloned()
         .collect();
     let stays = |a: &NodeAddr| wanted.iter().any(|(n, _)| n.address == *a);
-    let mut removed = 0;
-    for node in current.nodes.iter().filter(|n| !stays(&n.address)) {
-        removed += 1;
+    let gone: Vec<Arc<Node>> = current
+        .nodes
+        .iter()
+        .filter(|n| !stays(&n.address))
+        .cloned()
+        .collect();
+    for node in &gone {
         node.removed.cancel();
+        if node.active() > 0 {
+            retired.push(Arc::clone(node));
+        }
+    }
+    let nodes = NodeSet::from_parts(nodes, retired, current);
+    service.set_upstream(Upstream::with_nodes(new, nodes));
+    // Logged once in force: whoever reads a line sees the pick without the node.
+    for node in &gone {
         let open = node.active();
         match node.found_by() {
             Some(entry) => {
@@ -161,15 +174,10 @@ pub fn apply(service: &Arc<Service>, roster: &Roster, start: &impl Start) {
                 tracing::info!(service = %new.name, node = %node.address, open, "node removed; its open connections run to their end")
             }
         }
-        if open > 0 {
-            retired.push(Arc::clone(node));
-        }
     }
-    if added > 0 || removed > 0 {
-        tracing::info!(service = %new.name, kept, added, removed, "nodes changed");
+    if added > 0 || !gone.is_empty() {
+        tracing::info!(service = %new.name, kept, added, removed = gone.len(), "nodes changed");
     }
-    let nodes = NodeSet::from_parts(nodes, retired, current);
-    service.set_upstream(Upstream::with_nodes(new, nodes));
 }
 
 /// What changes in a kept node's settings, as `weight 1 -> 3, backup false -> true` (weight,
