@@ -44,7 +44,7 @@ fn start(runtime: &tokio::runtime::Runtime) -> (SocketAddr, SocketAddr) {
         // No reloads: the sender is dropped at once.
         let (_, reloads) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(tierlb::server::serve(
-            vec![listener],
+            vec![tierlb::server::Bound::Tcp(listener)],
             config,
             CancellationToken::new(),
             reloads,

@@ -131,6 +131,14 @@ async fn prometheus(State(shared): State<Arc<Shared>>, Extension(cluster): Membe
                 rejected: crate::admission::Refusal::ALL
                     .map(|why| (why.reason(), service.admission.rejected(why))),
                 sources: service.admission.sources(),
+                udp: (service.upstream().settings.protocol == crate::config::Protocol::Udp).then(
+                    || {
+                        metrics::UdpDrop::ALL
+                            .iter()
+                            .map(|why| (why.label(), service.udp.drops(*why)))
+                            .collect()
+                    },
+                ),
             }
         })
         .collect();

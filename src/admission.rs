@@ -166,8 +166,16 @@ impl Admission {
         }
     }
 
+    /// Logs the refusal of a client from `ip` of `service` for `why`, once per source per
+    /// minute.
+    pub fn log_refusal(&self, service: &str, ip: IpAddr, why: Refusal) {
+        if self.log_now(ip) {
+            tracing::info!(service = %service, client = %ip, reason = why.reason(), "client refused by the admission rules (logged once a minute per source)");
+        }
+    }
+
     /// Whether a refusal of `ip` is to be logged now: once per source per minute.
-    pub fn log_now(&self, ip: IpAddr) -> bool {
+    fn log_now(&self, ip: IpAddr) -> bool {
         let now = self.now_ms();
         let mut table = self.lock();
         if table.logged.len() >= LOGGED_MAX && table.logs_swept != now / 1_000 {

@@ -91,7 +91,7 @@ impl Cluster {
         shared: Arc<Shared>,
         stop: CancellationToken,
     ) -> anyhow::Result<Arc<Cluster>> {
-        let socket = crate::upgrade::take_udp(config.listen)
+        let socket = crate::upgrade::take_udp(crate::upgrade::Role::Gossip, config.listen)
             .with_context(|| format!("cannot bind the cluster address {} (UDP)", config.listen))?;
         let held = crate::upgrade::hold(crate::upgrade::Role::Gossip, config.listen, &socket)?;
         let bound = socket.local_addr()?;

@@ -24,6 +24,7 @@ mod schema;
 mod service;
 mod sni;
 mod summary;
+mod udp;
 mod walk;
 
 pub use address::{parse_listen, parse_node_flag, Cidr, NodeAddr};
@@ -32,6 +33,7 @@ pub use cluster::{ClusterConfig, Secret, DEFAULT_GOSSIP_INTERVAL, MIN_SECRET_LEN
 pub use discover::{DiscoverConfig, Target, DEFAULT_MAX_NODES};
 pub use duration::show as show_duration;
 pub use sni::normalise as server_name;
+pub use udp::Protocol;
 
 /// Default probe interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
@@ -55,6 +57,8 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_FIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a client may wait in the queue while every node is at its `max_connections`.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a UDP flow lives with no datagram either way.
+pub const DEFAULT_FLOW_IDLE: Duration = Duration::from_secs(30);
 /// Default number of extra connect attempts on other nodes.
 pub const DEFAULT_RETRIES: u32 = 2;
 
@@ -112,6 +116,10 @@ pub struct ServiceConfig {
     pub accept_proxy_from: Vec<Cidr>,
     /// Who may connect, and how much per client address.
     pub admission: AdmissionConfig,
+    /// TCP connections or UDP flows.
+    pub protocol: Protocol,
+    /// Most UDP flows at once (`None`: from the descriptor budget); UDP services only.
+    pub max_flows: Option<u32>,
 }
 
 /// The PROXY protocol header a node is sent before a client's bytes (`proxy_protocol`).
@@ -211,6 +219,9 @@ pub struct HealthConfig {
     pub expect: Option<Vec<u8>>,
     /// How long a node that comes back ramps up its share of new connections (0: off).
     pub slow_start: Duration,
+    /// A TCP port beside each node's address to probe instead of the node's own port (a
+    /// UDP service's nodes, checked by a TCP connect there).
+    pub probe_port: Option<u16>,
 }
 
 /// Timeouts (`[timeouts]`).
@@ -230,6 +241,8 @@ pub struct Timeouts {
     pub response: Option<Duration>,
     /// How long a client waits for a slot while every node is full (`None`: closed at once).
     pub queue: Option<Duration>,
+    /// A UDP flow with no datagram either way for this long ends.
+    pub flow_idle: Duration,
 }
 
 /// Why a configuration was rejected. Every variant names what is wrong and where.

@@ -1,7 +1,9 @@
 //! Active health probes: one loop per node, up or down, every `health.interval` (±10 % jitter).
 //!
 //! A probe connects within `health.timeout`; with `send` it writes those bytes, with `expect`
-//! it passes only if the reply starts with those bytes. The result feeds the same
+//! it passes only if the reply starts with those bytes. `probe_port` probes that TCP port of
+//! the node's address instead; a UDP service's nodes are otherwise probed over UDP
+//! (`udp::probe`). The result feeds the same
 //! [`Node::observe`] as real connects do. A named node is probed at every address of its
 //! last answer at once; each address's result sets it aside or takes it back for connects. A node that turns suspect (a cluster peer reports it
 //! down) is probed at once, out of turn. In a cluster that shares probing, a node whose
@@ -18,10 +20,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Protocol;
 use crate::connect::{self, AttemptError};
 use crate::node::{Node, Observation, Source};
 use crate::proxy_protocol;
 use crate::service::Service;
+use crate::udp::{self, probe::UdpProbeError};
 use crate::upstream::{Settings, Upstream};
 
 /// Why a probe failed.
@@ -33,6 +37,9 @@ pub enum ProbeError {
     /// Sending or reading failed after the connect.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A UDP node's probe failed.
+    #[error("{0}")]
+    Udp(#[from] UdpProbeError),
     /// The whole probe took longer than the timeout.
     #[error("no reply within {}", crate::config::show_duration(*.0))]
     Timeout(Duration),
@@ -58,6 +65,7 @@ impl ProbeError {
     fn is_node_fault(&self) -> bool {
         match self {
             ProbeError::Connect(e) => e.kind().is_some(),
+            ProbeError::Udp(e) => e.is_node_fault(),
             _ => true,
         }
     }
@@ -98,9 +106,18 @@ pub async fn probe(node: &Arc<Node>, upstream: &Arc<Upstream>) -> Result<(), Pro
     }
 }
 
-/// Probes one address of `node` with the given settings.
+/// Probes one address of `node` with the given settings: over TCP (at `probe_port`, when
+/// set), or for a UDP service over UDP.
 async fn probe_at(node: &Node, target: SocketAddr, settings: &Settings) -> Result<(), ProbeError> {
     let health = &settings.health;
+    let target = match health.probe_port {
+        Some(port) => SocketAddr::new(target.ip(), port),
+        None if settings.protocol == Protocol::Udp => {
+            let (send, expect) = (health.send.as_deref(), health.expect.as_deref());
+            return Ok(udp::probe::probe(target, send, expect, health.timeout).await?);
+        }
+        None => target,
+    };
     let exchange = async {
         let mut stream = connect::open_at(node, target, health.timeout).await?;
         // A node that reads PROXY headers is told this is no client (v2 LOCAL, v1 UNKNOWN).

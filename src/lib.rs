@@ -34,6 +34,8 @@
 //! - [`listener`]: a service's accept loop and connection limit.
 //! - [`sni`]: services sharing one listen address, each client routed by the server name of
 //!   its TLS ClientHello.
+//! - [`udp`]: UDP services: flows keyed by client address and port, each through a socket
+//!   connected to its node, replies sent back from the service's address.
 //! - [`server`]: binds and wires every service, probes, reloads and the admin endpoint;
 //!   drains.
 //! - [`health`]: the active probe loop of each node.
@@ -121,6 +123,7 @@ pub(crate) mod splice;
 pub(crate) mod state;
 pub(crate) mod throttle;
 pub(crate) mod timings;
+pub(crate) mod udp;
 pub mod upgrade;
 pub(crate) mod upstream;
 

@@ -96,6 +96,13 @@ pub const DISCOVERY_FOUND: &str = "tierlb_discovery_found_addresses";
 /// 1 for each node a `discover` entry found, labelled with the entry.
 pub const NODE_DISCOVERED: &str = "tierlb_node_discovered";
 
+/// Live flows of a UDP service.
+pub const UDP_FLOWS: &str = "tierlb_udp_flows";
+/// Datagrams of a UDP service dropped, by reason.
+pub const UDP_DROPPED: &str = "tierlb_udp_dropped_total";
+/// Datagrams passed to or from a node of a UDP service.
+pub const NODE_DATAGRAMS: &str = "tierlb_node_datagrams_total";
+
 /// Clients refused by a service's admission rules, by reason.
 pub const ADMISSION_REJECTED: &str = "tierlb_admission_rejected_total";
 /// Client addresses a service's admission rules track now.
@@ -126,6 +133,69 @@ pub struct ListenerStats {
     pub failed: AtomicU64,
     /// Client connections open now.
     pub active: AtomicU64,
+}
+
+/// Why a UDP service dropped a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpDrop {
+    /// It would have opened a flow past `max_flows`.
+    MaxFlows,
+    /// No node could take a new flow (all down and failing, drained or full, or none).
+    NoNode,
+    /// This host could not open a socket for a new flow (out of descriptors or memory).
+    Local,
+    /// A new flow while the service stops (shutdown, reload): only existing flows run on.
+    Stopping,
+    /// The flow's socket had no room for it (the node reads too slowly).
+    NodeBusy,
+    /// Sending it to the node failed otherwise.
+    NodeSend,
+    /// A node's reply could not be sent to the client.
+    ClientSend,
+}
+
+impl UdpDrop {
+    /// Every reason, in counter order.
+    pub const ALL: [UdpDrop; 7] = [
+        UdpDrop::MaxFlows,
+        UdpDrop::NoNode,
+        UdpDrop::Local,
+        UdpDrop::Stopping,
+        UdpDrop::NodeBusy,
+        UdpDrop::NodeSend,
+        UdpDrop::ClientSend,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            UdpDrop::MaxFlows => "max_flows",
+            UdpDrop::NoNode => "no_node",
+            UdpDrop::Local => "local",
+            UdpDrop::Stopping => "stopping",
+            UdpDrop::NodeBusy => "node_busy",
+            UdpDrop::NodeSend => "node_send",
+            UdpDrop::ClientSend => "client_send",
+        }
+    }
+}
+
+/// A UDP service's dropped datagrams, by reason.
+#[derive(Debug, Default)]
+pub struct UdpStats {
+    drops: [AtomicU64; UdpDrop::ALL.len()],
+}
+
+impl UdpStats {
+    /// Counts one dropped datagram.
+    pub fn dropped(&self, why: UdpDrop) {
+        self.drops[why as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Datagrams dropped for `why`.
+    pub fn drops(&self, why: UdpDrop) -> u64 {
+        self.drops[why as usize].load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 mod render;

@@ -11,16 +11,17 @@
 //! health settings apply to connections and probes that start after the reload.
 //!
 //! What cannot change without a restart is kept as it was, with a warning: the admin address,
-//! `threads`, `[cluster]` and a kept service's `max_connections`.
+//! `threads`, `[cluster]` and a kept service's `max_connections` (or `max_flows`). A service
+//! that changes `protocol` is removed and added again.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, Protocol};
 use crate::roster::{self, Start};
-use crate::service::Service;
+use crate::service::{Bound, Service};
 use crate::sni;
 use crate::state::Shared;
 
@@ -35,9 +36,9 @@ pub struct Diff {
     pub removed: Vec<usize>,
 }
 
-/// How a new service list relates to the old one, by index: kept (same name and listen
-/// address), added, removed.
-pub fn diff_services(old: &[(&str, SocketAddr)], new: &[(&str, SocketAddr)]) -> Diff {
+/// How a new service list relates to the old one, by index: kept (same key: name, listen
+/// address and protocol), added, removed.
+pub fn diff_services<K: PartialEq>(old: &[K], new: &[K]) -> Diff {
     let mut d = Diff::default();
     for (j, item) in new.iter().enumerate() {
         match old.iter().position(|o| o == item) {
@@ -51,12 +52,13 @@ pub fn diff_services(old: &[(&str, SocketAddr)], new: &[(&str, SocketAddr)]) -> 
     d
 }
 
-/// The services of `config` as (name, listen address), for [`diff_services`].
-pub fn service_keys(config: &Config) -> Vec<(&str, SocketAddr)> {
+/// The services of `config` as (name, listen address, protocol), for [`diff_services`]: a
+/// service that moves or changes protocol is removed and added again.
+pub fn service_keys(config: &Config) -> Vec<(&str, SocketAddr, Protocol)> {
     config
         .services
         .iter()
-        .map(|s| (s.name.as_str(), s.listen))
+        .map(|s| (s.name.as_str(), s.listen, s.protocol))
         .collect()
 }
 
@@ -67,7 +69,7 @@ pub fn service_keys(config: &Config) -> Vec<(&str, SocketAddr)> {
 pub fn apply(
     shared: &Shared,
     mut new: Config,
-    own: Vec<TcpListener>,
+    own: Vec<Bound>,
     mut fresh: Vec<(SocketAddr, TcpListener)>,
     start: &impl Start,
 ) {
@@ -88,6 +90,10 @@ pub fn apply(
             if config.max_connections != old.services[*i].max_connections {
                 tracing::warn!(service = %config.name, "max_connections cannot change by reload; restart to apply");
                 config.max_connections = old.services[*i].max_connections;
+            }
+            if config.max_flows != old.services[*i].max_flows {
+                tracing::warn!(service = %config.name, "max_flows cannot change by reload; restart to apply");
+                config.max_flows = old.services[*i].max_flows;
             }
             roster::reconfigure(&service, config, start);
             services.push(service);
@@ -114,7 +120,7 @@ pub fn apply(
         }
         roster::start_entries(&service, start);
         if let Some(listener) = listener {
-            start.serve(Arc::clone(&service), listener, config.max_connections);
+            start.serve(Arc::clone(&service), listener);
         }
         services.push(service);
     }

@@ -9,25 +9,27 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::Cluster;
-use crate::config::Target;
-use crate::config::{show_duration, Config, ServiceConfig};
+use crate::config::{show_duration, Config, Protocol, ServiceConfig};
 use crate::dns::Resolver;
 use crate::limits::Budget;
-use crate::listener::{self, Limits, Serves};
-use crate::node::Node;
+use crate::listener;
 use crate::reload;
 use crate::roster::{self, Start};
+pub use crate::service::Bound;
 use crate::service::Service;
-use crate::sni::{Route, Router};
 use crate::state::Shared;
 use crate::upgrade::{self, Role};
 use crate::{admin, buffers, discovery, health, net, sni, splice};
+
+mod tasks;
+
+use tasks::Tasks;
 
 /// A configuration read again on SIGHUP, or why it could not be.
 pub type Reload = Result<Config, crate::config::ConfigError>;
@@ -47,138 +49,45 @@ pub async fn run(
     serve(listeners, config, shutdown, reloads).await
 }
 
-/// Binds one service's listen address.
-fn bind(service: &ServiceConfig) -> io::Result<TcpListener> {
+/// Binds one service's listen address: a TCP listener, or a UDP service's socket.
+fn bind(service: &ServiceConfig) -> io::Result<Bound> {
     let listen = service.listen;
-    upgrade::take_tcp(Role::Service, listen, net::BACKLOG)
-        .and_then(TcpListener::from_std)
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot listen on {listen} (service {}): {e}", service.name),
-            )
-        })
+    let bound = match service.protocol {
+        Protocol::Tcp => upgrade::take_tcp(Role::Service, listen, net::BACKLOG)
+            .and_then(TcpListener::from_std)
+            .map(Bound::Tcp),
+        Protocol::Udp => upgrade::take_udp(Role::Service, listen)
+            .and_then(|s| {
+                s.set_nonblocking(true)?;
+                UdpSocket::from_std(s)
+            })
+            .map(Bound::Udp),
+    };
+    bound.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            match service.protocol {
+                Protocol::Tcp => {
+                    format!("cannot listen on {listen} (service {}): {e}", service.name)
+                }
+                Protocol::Udp => format!(
+                    "cannot listen on {listen} (UDP, service {}): {e}",
+                    service.name
+                ),
+            },
+        )
+    })
 }
 
 /// How long serving waits at start for the first answers of DNS names, at most.
 const FIRST_ANSWERS: Duration = Duration::from_secs(5);
 
-/// What starts the tasks of services and nodes, at start, on reload and when a name's
-/// answer changes.
-#[derive(Clone)]
-struct Tasks {
-    resolver: Resolver,
-    probes: TaskTracker,
-    stop_probes: CancellationToken,
-    loops: TaskTracker,
-    connections: TaskTracker,
-    shutdown: CancellationToken,
-    budget: Budget,
-    process_limit: Arc<Semaphore>,
-}
-
-impl Start for Tasks {
-    fn probe(&self, node: Arc<Node>, service: &Arc<Service>) {
-        // The probe's log lines (node down/up) name the service themselves: it is the node's.
-        if node.address.socket_addr().is_none() {
-            let follow = discovery::follow_name(
-                Arc::clone(&node),
-                Arc::clone(service),
-                self.resolver.clone(),
-                self.stop_probes.clone(),
-            );
-            self.probes.spawn(follow);
-        }
-        let run = health::run(node, Arc::clone(service), self.stop_probes.clone());
-        self.probes.spawn(run);
-    }
-
-    fn discover(&self, service: &Arc<Service>, target: Target, stop: CancellationToken) {
-        let run = discovery::run_entry(
-            Arc::clone(service),
-            target,
-            stop,
-            self.resolver.clone(),
-            self.clone(),
-        );
-        self.probes.spawn(run);
-    }
-
-    fn stop_token(&self) -> CancellationToken {
-        self.shutdown.child_token()
-    }
-
-    fn serve(&self, service: Arc<Service>, listener: TcpListener, max_connections: Option<u32>) {
-        let limits = Limits {
-            service: listener::service_limit(&service.name, max_connections, &self.budget),
-            process: Arc::clone(&self.process_limit),
-        };
-        let connections = self.connections.clone();
-        let configured = service.found.lock().config.listen;
-        let held = upgrade::hold_service(configured, &listener);
-        self.loops.spawn(async move {
-            let _held = held;
-            let stop = service.stop.clone();
-            let serves = Serves::One(Arc::clone(&service));
-            listener::accept_loop(&listener, &serves, limits, &connections, &stop).await;
-            // Closing the listener makes new clients see "connection refused" right away.
-            drop(listener);
-            tracing::info!(service = %service.name, "listener closed");
-        });
-    }
-
-    fn serve_shared(
-        &self,
-        listen: SocketAddr,
-        listener: TcpListener,
-        services: Vec<Arc<Service>>,
-    ) -> Arc<Router> {
-        let routes = services
-            .into_iter()
-            .map(|service| Route {
-                limit: self.limit(&service),
-                service,
-            })
-            .collect();
-        let bound = listener.local_addr().unwrap_or(listen);
-        let router = Arc::new(Router::new(
-            listen,
-            bound,
-            routes,
-            self.shutdown.child_token(),
-        ));
-        for (name, names) in router.table().names() {
-            tracing::info!(listener = %bound, service = %name, sni = %names.join(", "), "route");
-        }
-        let limits = Limits {
-            service: None,
-            process: Arc::clone(&self.process_limit),
-        };
-        let connections = self.connections.clone();
-        let serving = Arc::clone(&router);
-        let held = upgrade::hold_service(listen, &listener);
-        self.loops.spawn(async move {
-            let _held = held;
-            let stop = serving.stop.clone();
-            let serves = Serves::Shared(serving);
-            listener::accept_loop(&listener, &serves, limits, &connections, &stop).await;
-            drop(listener);
-            tracing::info!(listener = %bound, "shared listener closed");
-        });
-        router
-    }
-
-    fn limit(&self, service: &Service) -> Option<Arc<Semaphore>> {
-        let max = service.found.lock().config.max_connections;
-        listener::service_limit(&service.name, max, &self.budget)
-    }
-}
-
-/// Serves clients of already bound `listeners`, one per service of `config` in order (their
-/// addresses win over the configured ones), until `shutdown` is cancelled, then drains.
-/// Benchmarks and embedders bind first, so they know the addresses before serving.
+/// Serves clients of already bound `listeners`, one per listener of `config` in order (a
+/// service's own, or one per address shared by `sni`; their addresses win over the
+/// configured ones), until `shutdown` is cancelled, then drains. Benchmarks and embedders
+/// bind first, so they know the addresses before serving.
 pub async fn serve(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Bound>,
     config: Config,
     shutdown: CancellationToken,
     mut reloads: mpsc::UnboundedReceiver<Reload>,
@@ -224,6 +133,7 @@ pub async fn serve(
             addr = %bound,
             nodes = service.nodes.len(),
             discover = service.discover.len(),
+            protocol = service.protocol.name(),
             sni = service.sni.len(),
             retries = service.retries,
             connect_timeout = %show_duration(service.timeouts.connect),
@@ -231,7 +141,6 @@ pub async fn serve(
         );
         services.push(Arc::new(Service::new(service, bound, tasks.stop_token())));
     }
-    let limits: Vec<Option<u32>> = config.services.iter().map(|s| s.max_connections).collect();
     let admin = config.admin.listen;
     let cluster_config = config.cluster.clone();
     let shared = Shared::new(config, services.clone());
@@ -269,13 +178,13 @@ pub async fn serve(
     }
     let mut routers = Vec::new();
     for (group, listener) in groups.iter().zip(listeners) {
-        if sni::is_shared(group, &shared.config().services) {
-            let members = group.iter().map(|&i| Arc::clone(&services[i])).collect();
-            let listen = shared.config().services[group[0]].listen;
-            routers.push(tasks.serve_shared(listen, listener, members));
-        } else {
-            let i = group[0];
-            tasks.serve(Arc::clone(&services[i]), listener, limits[i]);
+        match listener {
+            Bound::Tcp(listener) if sni::is_shared(group, &shared.config().services) => {
+                let members = group.iter().map(|&i| Arc::clone(&services[i])).collect();
+                let listen = shared.config().services[group[0]].listen;
+                routers.push(tasks.serve_shared(listen, listener, members));
+            }
+            bound => tasks.serve(Arc::clone(&services[group[0]]), bound),
         }
     }
     shared.routers.store(Arc::new(routers));
@@ -335,7 +244,7 @@ fn reload_one(shared: &Shared, config: Reload, tasks: &Tasks) {
     // already keeps its listener.
     let new_shared = sni::shared_groups(&config);
     let old_shared = sni::shared_groups(&old);
-    let own: io::Result<Vec<TcpListener>> = d
+    let own: io::Result<Vec<Bound>> = d
         .added
         .iter()
         .filter(|&&j| !new_shared.iter().any(|(_, g)| g.contains(&j)))
@@ -344,7 +253,10 @@ fn reload_one(shared: &Shared, config: Reload, tasks: &Tasks) {
     let fresh: io::Result<Vec<(SocketAddr, TcpListener)>> = new_shared
         .iter()
         .filter(|(addr, _)| !old_shared.iter().any(|(a, _)| a == addr))
-        .map(|(addr, g)| Ok((*addr, bind(&config.services[g[0]])?)))
+        .map(|(addr, g)| match bind(&config.services[g[0]])? {
+            Bound::Tcp(listener) => Ok((*addr, listener)),
+            Bound::Udp(_) => Err(io::Error::other("a UDP service shares no address")),
+        })
         .collect();
     match (own, fresh) {
         (Ok(own), Ok(fresh)) => {

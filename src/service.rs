@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{Admission, Refusal};
 use crate::config::{AdmissionConfig, ServiceConfig};
 use crate::found::Found;
-use crate::metrics::ListenerStats;
+use crate::metrics::{ListenerStats, UdpStats};
 use crate::queue::Queue;
 use crate::throttle::Throttle;
 use crate::upstream::Upstream;
@@ -39,6 +39,8 @@ pub struct Service {
     pub found: Found,
     /// Its clients per source, for its admission rules.
     pub admission: Admission,
+    /// Its dropped datagrams, for a UDP service.
+    pub udp: UdpStats,
 }
 
 impl Service {
@@ -55,6 +57,7 @@ impl Service {
             queue: Arc::default(),
             found: Found::new(config, &stop),
             admission: Admission::default(),
+            udp: UdpStats::default(),
             stop,
         }
     }
@@ -67,6 +70,35 @@ impl Service {
     /// Puts a reloaded upstream in force, whole.
     pub fn set_upstream(&self, upstream: Upstream) {
         self.upstream.store(Arc::new(upstream));
+    }
+}
+
+/// What a service listens on: a TCP listener (its own, or one shared by `sni`), or the UDP
+/// socket of a `protocol = "udp"` service.
+#[derive(Debug)]
+pub enum Bound {
+    /// A TCP service's listener.
+    Tcp(tokio::net::TcpListener),
+    /// A UDP service's socket.
+    Udp(tokio::net::UdpSocket),
+}
+
+impl std::os::fd::AsFd for Bound {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Bound::Tcp(l) => l.as_fd(),
+            Bound::Udp(s) => s.as_fd(),
+        }
+    }
+}
+
+impl Bound {
+    /// The address it is bound to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Bound::Tcp(l) => l.local_addr(),
+            Bound::Udp(s) => s.local_addr(),
+        }
     }
 }
 
@@ -92,9 +124,7 @@ impl Active {
                 Ok(())
             }
             Err(why) => {
-                if service.admission.log_now(ip) {
-                    tracing::info!(service = %service.name, client = %ip, reason = why.reason(), "client refused by the admission rules (logged once a minute per source)");
-                }
+                service.admission.log_refusal(&service.name, ip, why);
                 Err(why)
             }
         }

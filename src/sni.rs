@@ -18,7 +18,7 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::{Config, ServiceConfig};
+use crate::config::{Config, Protocol, ServiceConfig};
 use crate::conn;
 use crate::connect::Client;
 use crate::service::{Active, Service};
@@ -35,9 +35,12 @@ pub use routes::{Route, Router};
 pub fn groups(services: &[ServiceConfig]) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (i, service) in services.iter().enumerate() {
+        // A UDP service has a socket of its own, beside any TCP listener on its port.
         let shares = |group: &&mut Vec<usize>| {
             let first = &services[group[0]];
             first.listen == service.listen
+                && first.protocol == Protocol::Tcp
+                && service.protocol == Protocol::Tcp
                 && (service.listen.port() != 0
                     || !service.sni.is_empty()
                     || group.iter().any(|&j| !services[j].sni.is_empty()))
@@ -73,14 +76,14 @@ pub fn reload_check(old: &Config, new: &Config) -> Result<(), String> {
         } else if config
             .services
             .iter()
-            .any(|s| s.listen == addr && addr.port() != 0)
+            .any(|s| s.listen == addr && addr.port() != 0 && s.protocol == Protocol::Tcp)
         {
             Some(false)
         } else {
             None
         }
     };
-    for service in &new.services {
+    for service in new.services.iter().filter(|s| s.protocol == Protocol::Tcp) {
         let addr = service.listen;
         if let (Some(was), Some(is)) = (kind(old, addr), kind(new, addr)) {
             if was != is {

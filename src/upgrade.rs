@@ -181,9 +181,10 @@ pub fn take_tcp(
     }
 }
 
-/// The gossip socket at `configured`: the inherited one, else a new one.
-pub fn take_udp(configured: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    match take(Role::Gossip, configured, false) {
+/// The UDP socket for `role` (the gossip socket, or a UDP service's) at `configured`: the
+/// inherited one, else a new one.
+pub fn take_udp(role: Role, configured: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    match take(role, configured, false) {
         Some(fd) => Ok(std::net::UdpSocket::from(fd)),
         None => std::net::UdpSocket::bind(configured),
     }

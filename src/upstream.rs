@@ -28,6 +28,8 @@ pub struct Settings {
     pub accept_proxy_from: Vec<Cidr>,
     /// Who may connect, and how much per client address.
     pub admission: crate::config::AdmissionConfig,
+    /// TCP connections or UDP flows (how the nodes are probed).
+    pub protocol: crate::config::Protocol,
     /// Whether any node is sent a PROXY header (then a client's local address is needed).
     pub sends_proxy: bool,
     /// What each connection's splice keeps to (its timeouts, how the node side closes),
@@ -46,6 +48,7 @@ impl Settings {
             access_log: config.access_log,
             accept_proxy_from: config.accept_proxy_from.clone(),
             admission: config.admission.clone(),
+            protocol: config.protocol,
             rules: splice::Rules {
                 idle: config.timeouts.idle,
                 // A node that drops a client within the connect timeout, before a byte moved

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 use crate::admission::Refusal;
 use crate::cluster::{stamp_ms, Cluster};
-use crate::config::AdmissionConfig;
+use crate::config::{AdmissionConfig, Protocol};
+use crate::metrics::UdpDrop;
 use crate::node::FailureKind;
 use crate::node::Node;
 use crate::service::Service;
@@ -121,7 +122,15 @@ fn service_json(service: &Service) -> Value {
             "queued": service.queue.len(),
             "queue_timeouts": service.queue.timeouts.load(Relaxed),
         },
-        "nodes": nodes.nodes.iter().map(|n| node_json(n)).collect::<Vec<_>>(),
+        "protocol": upstream.settings.protocol.name(),
+        "udp": udp_json(service, upstream.settings.protocol),
+        "nodes": nodes.nodes.iter().map(|n| {
+            let mut node = node_json(n);
+            if upstream.settings.protocol == Protocol::Udp {
+                add_flows(&mut node, n);
+            }
+            node
+        }).collect::<Vec<_>>(),
         "discover": service.found.stats().iter().map(|(entry, stats, found)| json!({
             "entry": &**entry,
             "found": found,
@@ -135,6 +144,33 @@ fn service_json(service: &Service) -> Value {
         })).collect::<Vec<_>>(),
         "admission": admission_json(service, &upstream.settings.admission),
     })
+}
+
+/// A UDP service's flows now and the datagrams it dropped, by reason (`None` for TCP).
+fn udp_json(service: &Service, protocol: Protocol) -> Option<Value> {
+    if protocol != Protocol::Udp {
+        return None;
+    }
+    let dropped: serde_json::Map<String, Value> = UdpDrop::ALL
+        .iter()
+        .map(|why| (why.label().to_owned(), service.udp.drops(*why).into()))
+        .collect();
+    let mut out = serde_json::Map::new();
+    out.insert("flows".into(), service.listener.active.load(Relaxed).into());
+    out.insert("dropped".into(), Value::Object(dropped));
+    Some(Value::Object(out))
+}
+
+/// A UDP node's live flows and datagrams each way.
+fn add_flows(node: &mut Value, n: &Node) {
+    if let Value::Object(fields) = node {
+        let d = &n.stats.datagrams;
+        fields.insert("flows".into(), n.active().into());
+        let mut datagrams = serde_json::Map::new();
+        datagrams.insert("to_node".into(), d[0].load(Relaxed).into());
+        datagrams.insert("to_client".into(), d[1].load(Relaxed).into());
+        fields.insert("datagrams".into(), Value::Object(datagrams));
+    }
 }
 
 /// A service's admission rules and what they refused (`None` when it has none).

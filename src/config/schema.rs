@@ -17,8 +17,9 @@ use super::{
 /// Most runtime threads: far more than any machine's cores, far fewer than would exhaust it.
 const MAX_THREADS: u32 = 1024;
 
-const TOP_KEYS: [&str; 23] = [
+const TOP_KEYS: [&str; 25] = [
     "listen",
+    "protocol",
     "nodes",
     "discover",
     "resolvers",
@@ -27,6 +28,7 @@ const TOP_KEYS: [&str; 23] = [
     "retries",
     "dns_ttl",
     "max_connections",
+    "max_flows",
     "access_log",
     "proxy_protocol",
     "accept_proxy_from",
@@ -113,6 +115,7 @@ fn built_in() -> Defaults {
             send: None,
             expect: None,
             slow_start: Duration::ZERO,
+            probe_port: None,
         },
         timeouts: Timeouts {
             connect: DEFAULT_CONNECT_TIMEOUT,
@@ -122,6 +125,7 @@ fn built_in() -> Defaults {
             fin: crate::config::DEFAULT_FIN_TIMEOUT,
             response: None,
             queue: Some(crate::config::DEFAULT_QUEUE_TIMEOUT),
+            flow_idle: crate::config::DEFAULT_FLOW_IDLE,
         },
     }
 }
@@ -150,7 +154,15 @@ fn several(
     top: &Section<'_>,
     overrides: &Overrides,
 ) -> Result<Vec<ServiceConfig>, ConfigError> {
-    for key in ["listen", "nodes", "discover", "max_connections", "balance"] {
+    for key in [
+        "listen",
+        "nodes",
+        "discover",
+        "max_connections",
+        "balance",
+        "protocol",
+        "max_flows",
+    ] {
         if let Some((_, span)) = walk.item(top, key) {
             let message = "belongs in a service when there are [services] tables: move it into each [services.NAME]".to_owned();
             walk.error(key, &span, message);

@@ -15,7 +15,7 @@ use super::{
 /// Largest `rise` or `fall`: the health counters are 16-bit.
 const MAX_RISE_FALL: u32 = u16::MAX as u32;
 
-const HEALTH_KEYS: [&str; 7] = [
+const HEALTH_KEYS: [&str; 8] = [
     "interval",
     "timeout",
     "rise",
@@ -23,8 +23,9 @@ const HEALTH_KEYS: [&str; 7] = [
     "send",
     "expect",
     "slow_start",
+    "probe_port",
 ];
-const TIMEOUT_KEYS: [&str; 7] = [
+const TIMEOUT_KEYS: [&str; 8] = [
     "connect",
     "idle",
     "drain",
@@ -32,10 +33,12 @@ const TIMEOUT_KEYS: [&str; 7] = [
     "fin",
     "response",
     "queue",
+    "flow_idle",
 ];
 /// The keys of a `[services.NAME]` table.
-pub(super) const SERVICE_KEYS: [&str; 18] = [
+pub(super) const SERVICE_KEYS: [&str; 20] = [
     "listen",
+    "protocol",
     "sni",
     "nodes",
     "discover",
@@ -43,6 +46,7 @@ pub(super) const SERVICE_KEYS: [&str; 18] = [
     "retries",
     "dns_ttl",
     "max_connections",
+    "max_flows",
     "access_log",
     "proxy_protocol",
     "accept_proxy_from",
@@ -103,6 +107,8 @@ pub(super) fn service(
     };
     let accept_proxy_from = ranges(walk, section).unwrap_or_else(|| base.accept_proxy_from.clone());
     let admission = super::admission::read(walk, section, &base.admission);
+    let protocol = super::udp::protocol(walk, section);
+    let max_flows = super::udp::max_flows(walk, section);
     let balance = balance(walk, section);
     let retries = walk.count(section, "retries", 0, u32::MAX);
     let dns_ttl = walk.duration(section, "dns_ttl", true).map(|(d, _)| d);
@@ -113,7 +119,7 @@ pub(super) fn service(
     let (Some(listen), Some(nodes)) = (listen, nodes) else {
         return Ok(None);
     };
-    Ok(Some(ServiceConfig {
+    let found = ServiceConfig {
         name: name.to_owned(),
         listen,
         sni,
@@ -127,9 +133,13 @@ pub(super) fn service(
         proxy_protocol: proxy,
         accept_proxy_from,
         admission,
+        protocol,
+        max_flows,
         health,
         timeouts,
-    }))
+    };
+    super::udp::check(walk, section, &found);
+    Ok(Some(found))
 }
 
 /// A listen-style address (`IP:PORT`, or `:PORT` for all IPv4 addresses).
@@ -203,6 +213,9 @@ pub(super) fn health(
     if let Some((d, _)) = walk.duration(&s, "slow_start", true) {
         health.slow_start = d;
     }
+    if let Some(port) = walk.count(&s, "probe_port", 1, u32::from(u16::MAX)) {
+        health.probe_port = u16::try_from(port).ok();
+    }
     health
 }
 
@@ -240,6 +253,9 @@ pub(super) fn timeouts(walk: &mut Walk<'_>, section: &Section<'_>, base: Timeout
     // "0s": no queue, a client that finds every node full is closed at once.
     if let Some((d, _)) = walk.duration(&s, "queue", true) {
         t.queue = Some(d).filter(|d| !d.is_zero());
+    }
+    if let Some((d, _)) = walk.duration(&s, "flow_idle", false) {
+        t.flow_idle = d;
     }
     t
 }

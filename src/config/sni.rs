@@ -63,10 +63,23 @@ pub(super) fn may_share(
     found: &ServiceConfig,
     services: &[ServiceConfig],
 ) -> bool {
+    // A TCP and a UDP service may have one address: they are two sockets.
     let same: Vec<&ServiceConfig> = services
         .iter()
-        .filter(|s| s.listen == found.listen)
+        .filter(|s| s.listen == found.listen && s.protocol == found.protocol)
         .collect();
+    if found.protocol == super::Protocol::Udp {
+        if let Some(other) = same.iter().find(|_| found.listen.port() != 0) {
+            let message = format!(
+                "`{}` is also the listen address of UDP service `{}`: give each UDP service an address of its own",
+                found.listen, other.name
+            );
+            let at = walk.item(section, "listen").and_then(|(_, s)| s);
+            walk.error(&section.key("listen"), &at, message);
+            return false;
+        }
+        return true;
+    }
     // Port 0 asks the kernel for a free port: services without `sni` each get their own.
     let with_sni = !found.sni.is_empty() || same.iter().any(|s| !s.sni.is_empty());
     if same.is_empty() || (found.listen.port() == 0 && !with_sni) {

@@ -76,6 +76,16 @@ impl ServiceConfig {
     /// The service's lines of the summary.
     fn summarise(&self, out: &mut String) {
         let _ = writeln!(out, "listen {}", self.listen);
+        if self.protocol == super::Protocol::Udp {
+            let max = self
+                .max_flows
+                .map_or_else(|| "from the open-files limit".to_owned(), |m| m.to_string());
+            let _ = writeln!(
+                out,
+                "protocol udp max_flows {max} flow_idle {}",
+                show(self.timeouts.flow_idle)
+            );
+        }
         if !self.sni.is_empty() {
             let _ = writeln!(out, "sni {}", self.sni.join(", "));
         }
@@ -176,8 +186,19 @@ impl ServiceConfig {
         if !h.slow_start.is_zero() {
             let _ = write!(out, " slow_start {}", show(h.slow_start));
         }
+        if let Some(port) = h.probe_port {
+            let _ = write!(out, " probe_port {port}");
+        }
         out.push('\n');
         let t = &self.timeouts;
+        if self.protocol == super::Protocol::Udp {
+            let _ = write!(out, "timeouts drain {}", show(t.drain));
+            if let Some(response) = t.response {
+                let _ = write!(out, " response {}", show(response));
+            }
+            let _ = writeln!(out, "\ndns_ttl {}", show(self.dns_ttl));
+            return;
+        }
         let _ = write!(
             out,
             "timeouts connect {} idle {} drain {} fin {}",

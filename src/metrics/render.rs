@@ -29,6 +29,7 @@ mod cluster;
 mod discovery;
 mod process;
 mod queue;
+mod udp;
 
 pub use cluster::ClusterScrape;
 
@@ -71,6 +72,8 @@ pub struct ServiceScrape {
     pub rejected: [(&'static str, u64); 3],
     /// Sources its admission rules track now.
     pub sources: usize,
+    /// For a UDP service: its datagrams dropped, per reason (its flows are `listener[3]`).
+    pub udp: Option<Vec<(&'static str, u64)>>,
 }
 
 /// Renders a scrape in the Prometheus text format (version 0.0.4).
@@ -374,6 +377,7 @@ impl Collector for Scrape {
         self.listener(&mut encoder)?;
         queue::encode(&self.services, &mut encoder)?;
         admission::encode(&self.services, &mut encoder)?;
+        udp::encode(&self.services, &mut encoder)?;
         discovery::encode(&self.services, &mut encoder)?;
         discovery::encode_unmatched(&self.unmatched, &mut encoder)
     }

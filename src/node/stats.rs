@@ -1,4 +1,4 @@
-//! A node's counters: connects, failures by kind, retries, bytes, probe failures, state
+//! A node's counters: connects (UDP flows), failures by kind, retries, bytes, datagrams, probe failures, state
 //! changes, connect latency (recorded once per successful connect) and the recent one-second
 //! samples of the status page.
 
@@ -63,6 +63,8 @@ pub struct NodeStats {
     pub sent_bytes: AtomicU64,
     /// Node-to-client bytes of closed connections.
     pub received_bytes: AtomicU64,
+    /// Datagrams of a UDP service's flows: sent to the node, received from it.
+    pub datagrams: [AtomicU64; 2],
     /// Probes that failed (the node's fault).
     pub probe_failures: AtomicU64,
     /// Transitions to down.
@@ -84,6 +86,7 @@ impl Default for NodeStats {
             probe_failures: AtomicU64::new(0),
             sent_bytes: AtomicU64::new(0),
             received_bytes: AtomicU64::new(0),
+            datagrams: Default::default(),
             went_down: AtomicU64::new(0),
             went_up: AtomicU64::new(0),
             latency: Timings::default(),

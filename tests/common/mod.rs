@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod discovery;
 pub mod dns;
 pub mod process;
+pub mod udp;
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(15);

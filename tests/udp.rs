@@ -1,0 +1,384 @@
+//! UDP services through the real binary, with UDP echo nodes that tag replies with their
+//! name: flows split by least flows, every datagram of a flow to one node and every reply
+//! from the service's address; a closed node found by ICMP and its flows moved; a node
+//! brought back by UDP probes; idle flows ended; a TCP and a UDP service on one port; a
+//! reload adding and removing a UDP service.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::udp::{UdpClient, UdpNode};
+use common::{http, ConfigFile, Tierlb, WAIT};
+use serde_json::Value;
+
+/// A reply comes within this on loopback, or not at all.
+const REPLY: Duration = Duration::from_secs(2);
+
+fn nodes_toml(nodes: &[&UdpNode]) -> String {
+    let list: Vec<String> = nodes.iter().map(|n| format!("\"{}\"", n.addr)).collect();
+    format!("[{}]", list.join(", "))
+}
+
+/// A config with one UDP service on `nodes`, probes every `probe` (send `ping`, expect
+/// `pong`), `extra` lines in `[timeouts]`, and an admin endpoint.
+fn config(nodes: &[&UdpNode], probe: &str, timeouts: &str) -> String {
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[services.dns]\nlisten = \"127.0.0.1:0\"\nprotocol = \"udp\"\naccess_log = true\nnodes = {}\n[services.dns.health]\ninterval = \"{probe}\"\nsend = \"ping\"\nexpect = \"pong\"\n[services.dns.timeouts]\n{timeouts}\n",
+        nodes_toml(nodes)
+    )
+}
+
+async fn status(admin: SocketAddr) -> Value {
+    let (code, body) = http(admin, "GET", "/status", &[]).await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("status is JSON")
+}
+
+fn service<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no service {name} in {status:#}"))
+}
+
+fn node_of(service: &Value, addr: SocketAddr) -> &Value {
+    service["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["address"] == addr.to_string()))
+        .unwrap_or_else(|| panic!("no node {addr} in {service:#}"))
+}
+
+/// Polls `/status` until `ok` holds for service `dns`, at most `WAIT`.
+async fn wait_for(admin: SocketAddr, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = status(admin).await;
+        if ok(service(&s, "dns")) {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen: {s:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_split_by_least_flows_and_each_stays_on_its_node() {
+    let nodes = [
+        UdpNode::start("n1").await,
+        UdpNode::start("n2").await,
+        UdpNode::start("n3").await,
+    ];
+    let file = ConfigFile::new(&config(&nodes.iter().collect::<Vec<_>>(), "60s", ""));
+    let lb = Tierlb::with_config(&file);
+    let mut clients = Vec::new();
+    let mut tally: HashMap<String, usize> = HashMap::new();
+    for i in 0..30 {
+        let client = UdpClient::new().await;
+        let (name, from) = client
+            .ask(lb.addr, &format!("hello {i}"), REPLY)
+            .await
+            .expect("a reply");
+        assert_eq!(from, lb.addr, "the reply comes from the service's address");
+        *tally.entry(name.clone()).or_default() += 1;
+        clients.push((client, name));
+    }
+    assert_eq!(
+        tally.values().copied().collect::<Vec<_>>(),
+        [10, 10, 10],
+        "{tally:?}"
+    );
+    for (client, first) in &clients {
+        for k in 0..5 {
+            let (name, from) = client
+                .ask(lb.addr, &format!("again {k}"), REPLY)
+                .await
+                .expect("a reply");
+            assert_eq!(&name, first, "every datagram of a flow goes to its node");
+            assert_eq!(from, lb.addr);
+        }
+    }
+    let admin = lb.logged_addr("admin listening");
+    let s = status(admin).await;
+    let dns = service(&s, "dns");
+    assert_eq!(dns["protocol"], "udp");
+    assert_eq!(dns["udp"]["flows"], 30);
+    for n in &nodes {
+        let node = node_of(dns, n.addr);
+        assert_eq!(node["flows"], 10);
+        assert_eq!(node["datagrams"]["to_node"], 60);
+        assert_eq!(node["datagrams"]["to_client"], 60);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_node_is_found_by_icmp_and_its_flows_move() {
+    let mut nodes = vec![
+        UdpNode::start("n1").await,
+        UdpNode::start("n2").await,
+        UdpNode::start("n3").await,
+    ];
+    // Probes once an hour (the first within 6 minutes): only the flows' own ICMP errors
+    // can tell.
+    let file = ConfigFile::new(&config(&nodes.iter().collect::<Vec<_>>(), "1h", ""));
+    let lb = Tierlb::with_config(&file);
+    let admin = lb.logged_addr("admin listening");
+    let mut clients = Vec::new();
+    for i in 0..9 {
+        let client = UdpClient::new().await;
+        let (name, _) = client
+            .ask(lb.addr, &format!("c{i}"), REPLY)
+            .await
+            .expect("a reply");
+        clients.push((client, name));
+    }
+    let n2 = nodes.remove(1).stop().await;
+    // Each client of n2 sends until a reply comes: the first datagram after n2 closed is
+    // lost (its ICMP error comes back after it left); the flow then moves to another node.
+    for (client, name) in clients.iter_mut().filter(|(_, n)| n == "n2") {
+        let mut answered = None;
+        for k in 0..5 {
+            if let Some((node, _)) = client.ask(lb.addr, &format!("retry {k}"), REPLY).await {
+                answered = Some(node);
+                break;
+            }
+        }
+        let node = answered.expect("the flow moved to a node that answers");
+        assert_ne!(node, "n2");
+        *name = node;
+    }
+    let s = wait_for(admin, "n2 down", |s| node_of(s, n2)["state"] == "down").await;
+    let n = node_of(service(&s, "dns"), n2);
+    assert_eq!(
+        n["connect_failures"]["refused"], 3,
+        "one ICMP error per flow: {n:#}"
+    );
+    assert_eq!(n["last_check"]["reason"], "udp: port unreachable (ICMP)");
+    assert!(lb.count(&["node down", &format!("node={n2}")]) >= 1);
+    // New flows never go to n2 while it is down.
+    for i in 0..10 {
+        let client = UdpClient::new().await;
+        let (name, _) = client
+            .ask(lb.addr, &format!("new {i}"), REPLY)
+            .await
+            .expect("a reply");
+        assert_ne!(name, "n2");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_probes_take_a_closed_node_down_and_bring_it_back() {
+    let mut nodes = vec![UdpNode::start("n1").await, UdpNode::start("n2").await];
+    let file = ConfigFile::new(&config(&nodes.iter().collect::<Vec<_>>(), "200ms", ""));
+    let lb = Tierlb::with_config(&file);
+    let admin = lb.logged_addr("admin listening");
+    wait_for(admin, "the first probes passed", |s| {
+        s["nodes"].as_array().is_some_and(|n| {
+            n.iter()
+                .all(|n| n["last_check"]["reason"] == "probe passed")
+        })
+    })
+    .await;
+    let n2 = nodes.remove(1).stop().await;
+    let s = wait_for(admin, "n2 down", |s| node_of(s, n2)["state"] == "down").await;
+    let reason = &node_of(service(&s, "dns"), n2)["last_check"]["reason"];
+    assert_eq!(reason, "probe: udp: port unreachable (ICMP)");
+    // Back on its port: the probes (send ping, expect pong) bring it up, new flows reach it.
+    let back = UdpNode::start_at(n2, "n2").await;
+    wait_for(admin, "n2 up", |s| node_of(s, n2)["state"] == "up").await;
+    let mut reached = false;
+    for i in 0..6 {
+        let client = UdpClient::new().await;
+        let (name, _) = client
+            .ask(lb.addr, &format!("back {i}"), REPLY)
+            .await
+            .expect("a reply");
+        reached |= name == "n2";
+    }
+    assert!(reached, "new flows reach n2 again");
+    drop(back);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_flow_ends_and_its_next_datagram_opens_a_new_one() {
+    let node = UdpNode::start("n1").await;
+    let file = ConfigFile::new(&config(&[&node], "60s", "flow_idle = \"1s\""));
+    let lb = Tierlb::with_config(&file);
+    let admin = lb.logged_addr("admin listening");
+    let client = UdpClient::new().await;
+    client.ask(lb.addr, "one", REPLY).await.expect("a reply");
+    wait_for(admin, "one flow", |s| s["udp"]["flows"] == 1).await;
+    // Idle for 2 s: gone from /status, its access-log line written.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = status(admin).await;
+    let dns = service(&s, "dns");
+    assert_eq!(dns["udp"]["flows"], 0, "{dns:#}");
+    assert_eq!(node_of(dns, node.addr)["flows"], 0);
+    lb.wait_log_all(&["tierlb::access", "flow", "end=\"idle\""], 1, WAIT)
+        .expect("the flow's access-log line");
+    client.ask(lb.addr, "two", REPLY).await.expect("a reply");
+    let s = wait_for(admin, "a new flow", |s| s["udp"]["flows"] == 1).await;
+    assert_eq!(
+        service(&s, "dns")["listener"]["accepted"],
+        2,
+        "two flows in all"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_and_a_udp_service_share_a_port_and_a_reload_adds_and_removes_a_udp_service() {
+    let backend = common::Backend::start("t1").await;
+    let udp = UdpNode::start("u1").await;
+    // A free port number for both: bound for TCP and UDP here, then let go.
+    let port = {
+        let t = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        t.local_addr().expect("addr").port()
+    };
+    let both = |with_udp: bool| {
+        let mut text = format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n\n[timeouts]\ndrain = \"1s\"\n\n[services.web]\nlisten = \"127.0.0.1:{port}\"\nnodes = [\"{}\"]\n",
+            backend.addr
+        );
+        if with_udp {
+            text.push_str(&format!(
+                "\n[services.dns]\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"udp\"\nnodes = [\"{}\"]\n",
+                udp.addr
+            ));
+        }
+        text
+    };
+    let file = ConfigFile::new(&both(true));
+    let lb = Tierlb::with_config(&file);
+    let at = SocketAddr::from(([127, 0, 0, 1], port));
+    let (_, name) = common::connect_named(at).await.expect("TCP on the port");
+    assert_eq!(name, "t1");
+    let client = UdpClient::new().await;
+    assert_eq!(
+        client.ask(at, "x", REPLY).await.map(|r| r.0).as_deref(),
+        Some("u1")
+    );
+
+    // Reload without the UDP service: its socket closes once its flow ends (or the 1 s
+    // drain runs out), TCP goes on.
+    file.rewrite(&both(false));
+    lb.signal(nix::sys::signal::Signal::SIGHUP);
+    lb.wait_log("configuration reloaded", 1).expect("reloaded");
+    lb.wait_log_all(&["UDP socket closed", "service=dns"], 1, WAIT)
+        .expect("the UDP service stops");
+    let (_, name) = common::connect_named(at).await.expect("TCP still served");
+    assert_eq!(name, "t1");
+    let fresh = UdpClient::new().await;
+    assert!(
+        fresh
+            .ask(at, "y", Duration::from_millis(500))
+            .await
+            .is_none(),
+        "no UDP service"
+    );
+
+    // And back.
+    file.rewrite(&both(true));
+    lb.signal(nix::sys::signal::Signal::SIGHUP);
+    lb.wait_log("configuration reloaded", 2)
+        .expect("reloaded again");
+    let again = UdpClient::new().await;
+    assert_eq!(
+        again.ask(at, "z", REPLY).await.map(|r| r.0).as_deref(),
+        Some("u1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cluster_instances_share_a_udp_services_verdicts_and_flow_counts() {
+    use common::cluster::{node, Instance, Spec};
+    let n1 = UdpNode::start("n1").await;
+    let n2 = UdpNode::start("n2").await;
+    let addrs = [n1.addr, n2.addr];
+    let spec = |name: &'static str, peers: &'static [SocketAddr]| Spec {
+        service: "protocol = \"udp\"",
+        probe_interval: "200ms",
+        ..Spec::new(name, &addrs, peers)
+    };
+    let a = Instance::start(&spec("a", &[]));
+    let seed = [a.gossip];
+    let b = Instance::start(&Spec {
+        peers: &seed,
+        ..spec("b", &[])
+    });
+    a.wait_members(&["a", "b"]).await;
+    b.wait_members(&["a", "b"]).await;
+    // 10 flows through A: B counts them on each node.
+    let mut held = Vec::new();
+    for i in 0..10 {
+        let client = UdpClient::new().await;
+        client
+            .ask(a.lb.addr, &format!("a{i}"), REPLY)
+            .await
+            .expect("a reply");
+        held.push(client);
+    }
+    b.wait_status("A's flows counted", WAIT, |s| {
+        addrs.iter().all(|n| node(s, *n)["cluster_active"] == 5)
+    })
+    .await;
+    // 10 flows through B with n1 already holding 5 more of A's: least flows cluster-wide
+    // still splits them evenly, and every instance then counts 10 on each node.
+    for i in 0..10 {
+        let client = UdpClient::new().await;
+        client
+            .ask(b.lb.addr, &format!("b{i}"), REPLY)
+            .await
+            .expect("a reply");
+        held.push(client);
+    }
+    a.wait_status("B's flows counted", WAIT, |s| {
+        addrs.iter().all(|n| node(s, *n)["cluster_active"] == 10)
+    })
+    .await;
+    // n2 closes: the probes find it (ICMP), and each instance shows the other's verdict.
+    let gone = n2.stop().await;
+    for (i, other) in [(&a, "b"), (&b, "a")] {
+        i.wait_status("n2 down here and at the peer", WAIT, |s| {
+            let n = node(s, gone);
+            n["state"] == "down"
+                && n["peers"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|p| p["name"] == other && p["up"] == false))
+        })
+        .await;
+    }
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_port_checks_a_tcp_port_beside_the_udp_node() {
+    let node = UdpNode::start("n1").await;
+    let beside = common::Backend::start("check").await;
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[services.dns]\nlisten = \"127.0.0.1:0\"\nprotocol = \"udp\"\nnodes = [\"{}\"]\n[services.dns.health]\ninterval = \"200ms\"\nprobe_port = {}\n",
+        node.addr,
+        beside.addr.port()
+    );
+    let file = ConfigFile::new(&text);
+    let lb = Tierlb::with_config(&file);
+    let admin = lb.logged_addr("admin listening");
+    let probed = beside.accepted.load(std::sync::atomic::Ordering::SeqCst);
+    wait_for(admin, "a TCP probe passed", |s| {
+        node_of(s, node.addr)["last_check"]["reason"] == "probe passed"
+    })
+    .await;
+    assert!(beside.accepted.load(std::sync::atomic::Ordering::SeqCst) > probed);
+    // The TCP check fails: the node is down though its UDP port still answers.
+    let _stopped = beside.stop().await;
+    let s = wait_for(admin, "n1 down", |s| {
+        node_of(s, node.addr)["state"] == "down"
+    })
+    .await;
+    let reason = node_of(service(&s, "dns"), node.addr)["last_check"]["reason"].clone();
+    assert_eq!(reason, "probe: connection refused");
+}
