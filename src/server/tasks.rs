@@ -81,9 +81,10 @@ impl Start for Tasks {
                 let stop = service.stop.clone();
                 // Tracked as connections: the drain waits for the flows to end.
                 self.connections.spawn(async move {
-                    let _held = held;
                     let name = service.name.clone();
                     udp::serve(service, socket, max, process, stop).await;
+                    // Its copy for an upgrade's handover too, before the line says so.
+                    drop(held);
                     tracing::info!(service = %name, "UDP socket closed");
                 });
                 return;
@@ -95,12 +96,12 @@ impl Start for Tasks {
         };
         let connections = self.connections.clone();
         self.loops.spawn(async move {
-            let _held = held;
             let stop = service.stop.clone();
             let serves = Serves::One(Arc::clone(&service));
             listener::accept_loop(&listener, &serves, limits, &connections, &stop).await;
-            // Closing the listener makes new clients see "connection refused" right away.
-            drop(listener);
+            // Closing the listener (and its copy listed for an upgrade's handover) makes new
+            // clients see "connection refused" right away, before the line says so.
+            drop((listener, held));
             tracing::info!(service = %service.name, "listener closed");
         });
     }
@@ -136,11 +137,10 @@ impl Start for Tasks {
         let serving = Arc::clone(&router);
         let held = upgrade::hold_service(listen, &listener);
         self.loops.spawn(async move {
-            let _held = held;
             let stop = serving.stop.clone();
             let serves = Serves::Shared(serving);
             listener::accept_loop(&listener, &serves, limits, &connections, &stop).await;
-            drop(listener);
+            drop((listener, held));
             tracing::info!(listener = %bound, "shared listener closed");
         });
         router
