@@ -40,4 +40,9 @@ if [ "${1:-}" = "--sni" ]; then
   shift
   exec timeout 3600 python3 benches/sni.py "$@"
 fi
+# --udp: UDP services beside nginx's `listen ... udp` (benches/udp.py).
+if [ "${1:-}" = "--udp" ]; then
+  shift
+  exec timeout 3600 python3 benches/udp.py "$@"
+fi
 exec timeout 3600 python3 benches/compare.py "$@"

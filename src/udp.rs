@@ -259,13 +259,14 @@ pub async fn serve(
     }
 }
 
-/// Ends idle flows and counts silent nodes, a few times per `flow_idle` (at most once a
-/// second, at least every 10 ms).
+/// Ends idle flows and counts silent nodes, four times per `flow_idle` or `response`,
+/// whichever is shorter (at most once a second, at least every 10 ms).
 async fn sweep(udp: Arc<Udp>) {
     loop {
         let upstream = udp.service.upstream();
         let t = &upstream.settings.timeouts;
-        let every = (t.flow_idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let finest = t.response.map_or(t.flow_idle, |r| r.min(t.flow_idle));
+        let every = (finest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let idle_ms = u64::try_from(t.flow_idle.as_millis()).unwrap_or(u64::MAX);
         let response_ms = t
             .response

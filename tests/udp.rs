@@ -382,3 +382,105 @@ async fn probe_port_checks_a_tcp_port_beside_the_udp_node() {
     let reason = node_of(service(&s, "dns"), node.addr)["last_check"]["reason"].clone();
     assert_eq!(reason, "probe: connection refused");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_past_max_flows_or_from_a_denied_address_are_dropped_and_counted() {
+    let node = UdpNode::start("n1").await;
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[services.dns]\nlisten = \"127.0.0.1:0\"\nprotocol = \"udp\"\nmax_flows = 2\ndeny = [\"127.0.0.9\"]\nnodes = [\"{}\"]\n",
+        node.addr
+    );
+    let file = ConfigFile::new(&text);
+    let lb = Tierlb::with_config(&file);
+    let admin = lb.logged_addr("admin listening");
+    let (a, b, c) = (
+        UdpClient::new().await,
+        UdpClient::new().await,
+        UdpClient::new().await,
+    );
+    // A denied address opens no flow.
+    let denied = UdpClient {
+        socket: tokio::net::UdpSocket::bind("127.0.0.9:0")
+            .await
+            .expect("bind"),
+    };
+    assert!(denied
+        .ask(lb.addr, "no", Duration::from_millis(500))
+        .await
+        .is_none());
+    assert!(a.ask(lb.addr, "a", REPLY).await.is_some());
+    assert!(b.ask(lb.addr, "b", REPLY).await.is_some());
+    let third = c.ask(lb.addr, "c", Duration::from_millis(500)).await;
+    assert!(third.is_none(), "a third flow is past max_flows");
+    assert!(
+        a.ask(lb.addr, "a2", REPLY).await.is_some(),
+        "the first two run on"
+    );
+    let metrics = http(admin, "GET", "/metrics", &[]).await.1;
+    let value = |sample: &str| common::metric(&metrics, sample);
+    assert_eq!(value("tierlb_udp_flows{service=\"dns\"}"), Some(2.0));
+    assert_eq!(
+        value("tierlb_udp_dropped_total{service=\"dns\",reason=\"max_flows\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("tierlb_admission_rejected_total{service=\"dns\",reason=\"deny\"}"),
+        Some(1.0)
+    );
+    let sent = format!(
+        "tierlb_node_datagrams_total{{service=\"dns\",node=\"{}\",direction=\"sent\"}}",
+        node.addr
+    );
+    assert_eq!(value(&sent), Some(3.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_answering_is_taken_down_by_its_silence() {
+    let good = UdpNode::start("good").await;
+    // Reads every datagram and answers none.
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let quiet = silent.local_addr().expect("addr");
+    let sink = tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while silent.recv_from(&mut buf).await.is_ok() {}
+    });
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[services.dns]\nlisten = \"127.0.0.1:0\"\nprotocol = \"udp\"\nnodes = [\"{}\", \"{quiet}\"]\n[services.dns.health]\ninterval = \"1h\"\n[services.dns.timeouts]\nresponse = \"300ms\"\n",
+        good.addr
+    );
+    let file = ConfigFile::new(&text);
+    let lb = Tierlb::with_config(&file);
+    let admin = lb.logged_addr("admin listening");
+    // Clients keep asking; those on the silent node get no answer until it is down and
+    // their flows move.
+    for i in 0..12 {
+        let client = UdpClient::new().await;
+        let mut answered = false;
+        for k in 0..4 {
+            if client
+                .ask(lb.addr, &format!("c{i}-{k}"), Duration::from_millis(600))
+                .await
+                .is_some()
+            {
+                answered = true;
+                break;
+            }
+        }
+        assert!(answered, "client {i} was answered once its flow moved");
+    }
+    let s = wait_for(admin, "the silent node down", |s| {
+        node_of(s, quiet)["state"] == "down"
+    })
+    .await;
+    let n = node_of(service(&s, "dns"), quiet);
+    assert_eq!(
+        n["last_check"]["reason"], "no response within 300ms",
+        "{n:#}"
+    );
+    assert!(n["connect_failures"]["unanswered"]
+        .as_u64()
+        .is_some_and(|u| u >= 1));
+    sink.abort();
+}
