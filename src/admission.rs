@@ -4,7 +4,7 @@
 //! its caller, counted by reason and logged once per source per minute.
 //!
 //! A service with limits keeps one entry per source with an open connection or a connection
-//! in the last two periods (its open count and a [`Window`] of its admitted connections),
+//! in the last two periods (its open count and [`Window`]s of its attempts and admissions),
 //! swept once a second; the table is never larger than the open connections plus the sources
 //! of the last two periods. A service without rules keeps nothing and pays one branch.
 //!
@@ -57,18 +57,19 @@ impl Refusal {
     }
 }
 
-/// A source's figures: connections open now, and admitted in the last period.
+/// A source's figures: connections open now, and connection attempts in the last period.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Load {
     /// Connections open now.
     pub active: u32,
-    /// Connections admitted in the last period.
+    /// Connection attempts in the last period (admitted or not).
     pub recent: u32,
 }
 
 #[derive(Debug, Default)]
 struct Entry {
     active: u32,
+    attempts: Window,
     admitted: Window,
 }
 
@@ -114,6 +115,17 @@ fn period_ms(rules: &AdmissionConfig) -> u64 {
         .map_or(1_000, |r| u64::try_from(r.per.as_millis()).unwrap_or(1_000))
 }
 
+/// This instance's share of a `rate` when it saw `here` attempts from an address in the
+/// last period and the live peers `elsewhere`: in proportion, the whole rate when no peer
+/// saw any.
+fn share(rate: f64, here: f64, elsewhere: f64) -> f64 {
+    if elsewhere <= 0.0 {
+        rate
+    } else {
+        rate * here / (here + elsewhere)
+    }
+}
+
 /// A client's address as it is counted: an IPv4-mapped IPv6 address as its IPv4 address.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
@@ -148,8 +160,10 @@ impl Admission {
             }
         }
         if let Some(rate) = rules.rate_per_source {
-            let recent = entry.admitted.estimate(now, period) + f64::from(peer.recent);
-            if recent + 1.0 > f64::from(rate.count) {
+            entry.attempts.add(now, period);
+            let here = entry.attempts.estimate(now, period);
+            let share = share(f64::from(rate.count), here, f64::from(peer.recent));
+            if entry.admitted.estimate(now, period) >= share {
                 drop(table);
                 return Err(self.refused(Refusal::TooFast));
             }
@@ -214,7 +228,7 @@ impl Admission {
         let period = period_ms(rules);
         let table = self.lock();
         let loads = table.sources.iter().map(|(ip, e)| {
-            let recent = e.admitted.estimate(now, period).round() as u32;
+            let recent = e.attempts.estimate(now, period).round() as u32;
             (
                 *ip,
                 Load {
@@ -273,7 +287,7 @@ impl Table {
         }
         self.swept = second;
         self.sources
-            .retain(|_, e| e.active > 0 || !e.admitted.is_empty(now_ms, period_ms));
+            .retain(|_, e| e.active > 0 || !e.attempts.is_empty(now_ms, period_ms));
         self.logged
             .retain(|_, at| now_ms.saturating_sub(*at) < LOG_EVERY_MS);
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cluster::{node, Instance, Spec};
+use common::cluster::{node, three, Instance, Spec};
 use common::{serve_each, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -59,25 +59,13 @@ async fn a_nodes_max_connections_is_one_budget_for_the_whole_cluster() {
     let n1 = Counting::start().await;
     let addrs = [n1.addr];
     let nodes = format!("[{{ address = \"{}\", max_connections = 30 }}]", n1.addr);
-    let spec = |name: &'static str, peers: &'static [SocketAddr]| Spec {
+    let all = three(|name| Spec {
         nodes_text: Some(&nodes),
         service: "[timeouts]\nqueue = \"60s\"",
-        ..Spec::new(name, &addrs, peers)
-    };
-    let a = Instance::start(&spec("a", &[]));
-    let seed = [a.gossip];
-    let b = Instance::start(&Spec {
-        peers: &seed,
-        ..spec("b", &[])
-    });
-    let c = Instance::start(&Spec {
-        peers: &seed,
-        ..spec("c", &[])
-    });
-    let all = [&a, &b, &c];
-    for i in all {
-        i.wait_members(&["a", "b", "c"]).await;
-    }
+        ..Spec::new(name, &addrs, &[])
+    })
+    .await;
+    let all = [&all[0], &all[1], &all[2]];
 
     // 60 clients, 20 a second, in turn through A, B and C.
     let mut clients = Vec::new();
@@ -155,32 +143,19 @@ async fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
     socket.connect(to).await.expect("connect")
 }
 
-/// Three instances of one service on `nodes` with `service` lines, each seeded with the first.
-async fn three(addrs: &[SocketAddr], service: &'static str) -> [Instance; 3] {
-    let spec = |name: &'static str| Spec {
+/// Three instances of one service on `nodes` with `service` lines.
+async fn with_rule(addrs: &[SocketAddr], service: &'static str) -> [Instance; 3] {
+    three(|name| Spec {
         service,
         ..Spec::new(name, addrs, &[])
-    };
-    let a = Instance::start(&spec("a"));
-    let seed = [a.gossip];
-    let b = Instance::start(&Spec {
-        peers: &seed,
-        ..spec("b")
-    });
-    let c = Instance::start(&Spec {
-        peers: &seed,
-        ..spec("c")
-    });
-    for i in [&a, &b, &c] {
-        i.wait_members(&["a", "b", "c"]).await;
-    }
-    [a, b, c]
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_per_source_holds_across_the_cluster_and_spares_other_sources() {
     let n1 = Counting::start().await;
-    let all = three(&[n1.addr], "max_per_source = 10").await;
+    let all = with_rule(&[n1.addr], "max_per_source = 10").await;
     // One source opens 60 connections, 20 a second, in turn through A, B and C.
     let mut held = Vec::new();
     let mut most = 0;
@@ -231,7 +206,7 @@ async fn max_per_source_holds_across_the_cluster_and_spares_other_sources() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_per_source_passes_its_rate_across_the_cluster() {
     let n1 = Counting::start().await;
-    let all = three(&[n1.addr], "rate_per_source = \"20/s\"").await;
+    let all = with_rule(&[n1.addr], "rate_per_source = \"20/s\"").await;
     let targets: Vec<SocketAddr> = all.iter().map(|i| i.lb.addr).collect();
     // 200 attempts a second for 8 s, in turn through A, B and C; each attempt closes as soon
     // as it knows whether it was served.

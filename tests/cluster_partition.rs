@@ -7,7 +7,7 @@ mod common;
 
 use std::net::{IpAddr, SocketAddr};
 
-use common::cluster::{alive, node, Instance, Link, Spec};
+use common::cluster::{alive, clients_until_down, node, Instance, Link, Spec};
 use common::{connect_named, hold, names, Backend, WAIT};
 
 /// Returns once the wall clock is in a later millisecond than when called.
@@ -69,23 +69,11 @@ async fn a_node_only_one_instance_cannot_reach_stays_in_use_by_the_others() {
     let backends = nodes(&link).await;
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
     let n2 = addrs[1];
-    let host = link.host_ip.to_string();
     let (a, b) = pair(&link, &addrs).await;
 
     // A's namespace drops n2's answers: A's connects to n2 time out, B's succeed.
-    link.nft(&format!(
-        "table inet tierlb_test {{\n\
-           chain input {{ type filter hook input priority 0; ip saddr {host} tcp sport {} drop; }}\n\
-         }}",
-        n2.port()
-    ));
-    let mut sent = 0;
-    while a.lb.count(&["node down", &format!("node={n2}")]) == 0 {
-        assert!(sent < 20, "A never marked n2 down");
-        let (_, name) = connect_named(a.lb.addr).await.expect("A still serves");
-        assert_ne!(name, "n2");
-        sent += 1;
-    }
+    link.drop_answers_of(n2);
+    clients_until_down(&a, n2, "n2").await;
     b.lb.wait_log_all(&["node suspect", &format!("node={n2}")], 1, WAIT)
         .expect("B is told and probes n2");
     let status = b

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::cluster::{node, Instance, Link, Spec};
+use common::cluster::{clients_until_down, node, three, Instance, Link, Spec};
 use common::{connect_named, hold, names as names_of, Backend, WAIT};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -41,27 +41,16 @@ fn settled(status: &Value, addrs: &[SocketAddr]) -> bool {
 }
 
 async fn cluster(addrs: &[SocketAddr]) -> Vec<Instance> {
-    let spec = |name: &'static str, peers: &'static [SocketAddr]| Spec {
+    let all = three(|name| Spec {
         probe_interval: PROBE,
-        ..Spec::new(name, addrs, peers)
-    };
-    let a = Instance::start(&spec("a", &[]));
-    let seed = [a.gossip];
-    let b = Instance::start(&Spec {
-        peers: &seed,
-        ..spec("b", &[])
-    });
-    let c = Instance::start(&Spec {
-        peers: &seed,
-        ..spec("c", &[])
-    });
-    let all = vec![a, b, c];
+        ..Spec::new(name, addrs, &[])
+    })
+    .await;
     for i in &all {
-        i.wait_members(&["a", "b", "c"]).await;
         i.wait_status("every node's owners heard", WAIT, |s| settled(s, addrs))
             .await;
     }
-    all
+    all.into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,19 +239,8 @@ async fn a_follower_whose_clients_fail_on_a_node_probes_it_itself_and_the_others
     assert_eq!(node(&status, n2)["probing"]["here"], "follows owners");
 
     // C's namespace drops n2's answers: C's connects to n2 time out, A's and B's succeed.
-    link.nft(&format!(
-        "table inet tierlb_test {{\n\
-           chain input {{ type filter hook input priority 0; ip saddr {host} tcp sport {} drop; }}\n\
-         }}",
-        n2.port()
-    ));
-    let mut sent = 0;
-    while c.lb.count(&["node down", &format!("node={n2}")]) == 0 {
-        assert!(sent < 20, "C never marked n2 down");
-        let (_, name) = connect_named(c.lb.addr).await.expect("C still serves");
-        assert_ne!(name, "n2");
-        sent += 1;
-    }
+    link.drop_answers_of(n2);
+    clients_until_down(&c, n2, "n2").await;
     c.lb.wait_log_all(&["probing it here", &format!("node={n2}")], 1, WAIT)
         .expect("C checks n2 itself");
     // C's own probe decides for it: n2 stays down there though its owners have it up.

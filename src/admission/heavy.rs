@@ -11,8 +11,9 @@ use crate::config::AdmissionConfig;
 /// Most sources published per service.
 pub const HEAVY_MAX: usize = 100;
 
-/// The sources over a tenth of a limit of `rules`, the heaviest (by the larger share of a
-/// limit) first, at most [`HEAVY_MAX`].
+/// The sources over a tenth of a limit of `rules` (their open connections of
+/// `max_per_source`, their attempts of `rate_per_source`), the heaviest (by the larger share
+/// of a limit) first, at most [`HEAVY_MAX`].
 pub fn select(
     loads: impl Iterator<Item = (IpAddr, Load)>,
     rules: &AdmissionConfig,

@@ -186,6 +186,39 @@ impl Instance {
     }
 }
 
+/// Three instances named a, b and c (b and c seeded with a), each made by `spec` from its
+/// name, once each has all three as members.
+pub async fn three<'a>(spec: impl Fn(&'a str) -> Spec<'a>) -> [Instance; 3] {
+    let a = Instance::start(&spec("a"));
+    let seed = [a.gossip];
+    let b = Instance::start(&Spec {
+        peers: &seed,
+        ..spec("b")
+    });
+    let c = Instance::start(&Spec {
+        peers: &seed,
+        ..spec("c")
+    });
+    for i in [&a, &b, &c] {
+        i.wait_members(&["a", "b", "c"]).await;
+    }
+    [a, b, c]
+}
+
+/// Sends clients through `instance` until it has logged `node` (greeting `name`) down, each
+/// served by another node; at most 20.
+pub async fn clients_until_down(instance: &Instance, node: SocketAddr, name: &str) {
+    let mut sent = 0;
+    while instance.lb.count(&["node down", &format!("node={node}")]) == 0 {
+        assert!(sent < 20, "{} never marked {node} down", instance.name);
+        let (_, served) = super::connect_named(instance.lb.addr)
+            .await
+            .unwrap_or_else(|e| panic!("{} still serves: {e}", instance.name));
+        assert_ne!(served, name, "{} sent a client to {name}", instance.name);
+        sent += 1;
+    }
+}
+
 /// The names of the members a status has alive, sorted.
 pub fn alive(status: &Value) -> Vec<String> {
     let mut names: Vec<String> = status["cluster"]["members"]
@@ -276,6 +309,18 @@ impl Link {
             .exec(&["ip", "addr", "add", &format!("{ns_ip}/24"), "dev", &ns_if]);
         link.ns.exec(&["ip", "link", "set", &ns_if, "up"]);
         Some(link)
+    }
+
+    /// Drops, inside the namespace, every TCP segment from `node` (on the host end): connects
+    /// to it from inside time out, from the host they succeed.
+    pub fn drop_answers_of(&self, node: SocketAddr) {
+        self.nft(&format!(
+            "table inet tierlb_test {{\n\
+               chain input {{ type filter hook input priority 0; ip saddr {} tcp sport {} drop; }}\n\
+             }}",
+            self.host_ip,
+            node.port()
+        ));
     }
 
     /// Loads an nftables script inside the namespace.
