@@ -28,6 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare  # noqa: E402  (the helpers of the main comparison)
 
 SIZES = (64, 1200)
+# Descriptors for every process started here (root may raise its hard limit this far).
+FD_LIMIT = 262144
 FLOWS = (1, 1000)
 
 
@@ -53,7 +55,10 @@ def config(work, kind, port, nodes, flows):
         argv = [compare.TIERLB, "-c", path]
     else:
         servers = "".join(f"    server {n};\n" for n in nodes)
-        text = (compare.nginx_head(work, f"nginx-{port}") +
+        # Each session is two of nginx's connections: room for the idle flows' row.
+        head = compare.nginx_head(work, f"nginx-{port}").replace(
+            str(compare.FD_LIMIT - 100), str(FD_LIMIT - 100)).replace(str(compare.FD_LIMIT), str(FD_LIMIT))
+        text = (head +
                 f"stream {{\n  upstream be {{\n    least_conn;\n{servers}  }}\n"
                 f"  server {{\n    listen 127.0.0.1:{port} udp;\n    proxy_pass be;\n"
                 "    proxy_timeout 10m;\n  }\n}\n")
@@ -130,8 +135,14 @@ def main():
     ap.add_argument("--proxy-cpu", type=int, default=0)
     ap.add_argument("--load-cpu", type=int, default=1)
     args = ap.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with open("/proc/sys/fs/nr_open") as f:
+        limit = min(FD_LIMIT, int(f.read()))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    except (ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        print(f"descriptor limit {hard} (not root?): fewer idle flows may fit", file=sys.stderr)
     binary = tool()
     work = tempfile.mkdtemp(prefix="tierlb-udp-")
     procs = compare.Procs(work)

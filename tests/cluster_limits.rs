@@ -124,10 +124,13 @@ async fn a_nodes_max_connections_is_one_budget_for_the_whole_cluster() {
         now_served += usize::from(got);
         kept.push(client);
     }
-    eprintln!("{now_served} queued clients served after 20 left");
+    // The budget is 30 again: the clients left open and those served now fill it, give or
+    // take the overshoot.
+    let room = 30usize.saturating_sub(before.saturating_sub(20));
+    eprintln!("{now_served} queued clients served after 20 left ({room} slots free)");
     assert!(
-        (20..=30).contains(&now_served),
-        "{now_served} queued clients served as 20 slots freed"
+        (room..=room + 10).contains(&now_served),
+        "{now_served} queued clients served as {room} slots freed"
     );
     let most = n1.most.load(Ordering::SeqCst);
     assert!(most <= 40, "{most} open at once after the queue moved");
