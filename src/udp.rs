@@ -4,8 +4,9 @@
 //! connected to it; the flow's datagrams go through that socket, and the node's replies go
 //! back to the client from the service's own socket ([`flow::replies`]), so the client sees
 //! one peer. A flow ends after `[timeouts] flow_idle` with no datagram either way, when its
-//! node refuses a datagram (an ICMP port unreachable: counted against the node, and the
-//! client's next datagram opens a flow to another node), or when its node is removed or down
+//! node refuses a datagram (an ICMP port unreachable, reported when the client's next
+//! datagram is sent: counted against the node, and that datagram goes to a new flow on
+//! another node), or when its node is removed or down
 //! at the client's next datagram. A datagram that would open a flow past `max_flows`, or that
 //! no node can take, is dropped and counted: nothing is queued.
 //!
