@@ -90,25 +90,17 @@ pub(super) fn read(
     base: &AdmissionConfig,
 ) -> AdmissionConfig {
     AdmissionConfig {
-        allow: ranges(walk, section, "allow").unwrap_or_else(|| base.allow.clone()),
-        deny: ranges(walk, section, "deny").unwrap_or_else(|| base.deny.clone()),
+        allow: walk
+            .ranges(section, "allow")
+            .unwrap_or_else(|| base.allow.clone()),
+        deny: walk
+            .ranges(section, "deny")
+            .unwrap_or_else(|| base.deny.clone()),
         max_per_source: walk
             .count(section, "max_per_source", 1, MAX_LIMIT)
             .or(base.max_per_source),
         rate_per_source: rate(walk, section).or(base.rate_per_source),
     }
-}
-
-fn ranges(walk: &mut Walk<'_>, section: &Section<'_>, key: &str) -> Option<Vec<Cidr>> {
-    let list = walk.strings(section, key)?;
-    let mut out = Vec::with_capacity(list.len());
-    for (i, (text, span)) in list.into_iter().enumerate() {
-        match text.parse::<Cidr>() {
-            Ok(range) => out.push(range),
-            Err(message) => walk.error(&format!("{}[{i}]", section.key(key)), &span, message),
-        }
-    }
-    Some(out)
 }
 
 fn rate(walk: &mut Walk<'_>, section: &Section<'_>) -> Option<Rate> {

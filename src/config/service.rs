@@ -281,19 +281,5 @@ pub(super) fn proxy_protocol(
 
 /// `accept_proxy_from`: source ranges whose clients must send a PROXY header.
 pub(super) fn ranges(walk: &mut Walk<'_>, section: &Section<'_>) -> Option<Vec<Cidr>> {
-    let list = walk.strings(section, "accept_proxy_from")?;
-    let mut out = Vec::with_capacity(list.len());
-    for (i, (text, span)) in list.into_iter().enumerate() {
-        match text.parse::<Cidr>() {
-            Ok(range) => out.push(range),
-            Err(message) => {
-                walk.error(
-                    &format!("{}[{i}]", section.key("accept_proxy_from")),
-                    &span,
-                    message,
-                );
-            }
-        }
-    }
-    Some(out)
+    walk.ranges(section, "accept_proxy_from")
 }

@@ -175,6 +175,19 @@ impl<'a> Walk<'a> {
         }
     }
 
+    /// A list of source ranges (`"10.0.0.0/8"`, `"127.0.0.1"`), each bad one named.
+    pub fn ranges(&mut self, section: &Section<'_>, key: &str) -> Option<Vec<super::Cidr>> {
+        let list = self.strings(section, key)?;
+        let mut out = Vec::with_capacity(list.len());
+        for (i, (text, span)) in list.into_iter().enumerate() {
+            match text.parse::<super::Cidr>() {
+                Ok(range) => out.push(range),
+                Err(message) => self.error(&format!("{}[{i}]", section.key(key)), &span, message),
+            }
+        }
+        Some(out)
+    }
+
     /// A duration with a unit, at most [`MAX_DURATION`]; zero only if `zero_ok`.
     pub fn duration(
         &mut self,
