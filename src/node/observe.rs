@@ -33,68 +33,60 @@ impl Node {
             self.fall.load(Ordering::Relaxed)
         };
         let rise = self.rise.load(Ordering::Relaxed);
-        let mut current = self.health.load(Ordering::Acquire);
-        loop {
-            let (next, transition) = Health::unpack(current).observe(seen, rise, fall);
-            let next = next.pack();
-            if next == current {
-                return None;
-            }
-            match self.health.compare_exchange_weak(
-                current,
-                next,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    let transition = transition?;
-                    match transition {
-                        Transition::Down => self.stats.went_down.fetch_add(1, Ordering::Relaxed),
-                        Transition::Up => {
-                            self.ramp.start();
-                            self.stats.went_up.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                    return Some((transition, self.mark_change()));
-                }
-                Err(actual) => current = actual,
-            }
-        }
+        self.step(|health| health.observe(seen, rise, fall))
     }
 
     /// Takes an owner's verdict: the node is set up or down at once (no `rise` or `fall`: the
     /// owners counted already), recorded as the last check. Returns the change and how long
     /// the previous state lasted, or `None` if the node was already so.
     pub fn adopt(&self, up: bool, reason: &dyn fmt::Display) -> Option<(Transition, Duration)> {
-        let next = if up {
-            Health::up()
+        let (target, change) = if up {
+            (Health::up(), Transition::Up)
         } else {
-            Health::down(false)
-        }
-        .pack();
+            (Health::down(false), Transition::Down)
+        };
+        let changed = self.step(|health| {
+            if health.up == up {
+                (health, None)
+            } else {
+                (target, Some(change))
+            }
+        })?;
+        self.record(up, reason);
+        Some(changed)
+    }
+
+    /// Moves the health by `next` (compare-and-swap, again until it holds, so concurrent
+    /// results never lose an update); on a change of state counts it, starts slow start on
+    /// the way up, and returns it with how long the previous state lasted. Exactly one caller
+    /// sees each change.
+    fn step(
+        &self,
+        next: impl Fn(Health) -> (Health, Option<Transition>),
+    ) -> Option<(Transition, Duration)> {
         let mut current = self.health.load(Ordering::Acquire);
-        loop {
-            if Health::unpack(current).up == up {
+        let transition = loop {
+            let (health, transition) = next(Health::unpack(current));
+            let packed = health.pack();
+            if packed == current {
                 return None;
             }
             match self.health.compare_exchange_weak(
                 current,
-                next,
+                packed,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => break,
+                Ok(_) => break transition?,
                 Err(actual) => current = actual,
             }
-        }
-        self.record(up, reason);
-        let transition = if up {
-            self.ramp.start();
-            self.stats.went_up.fetch_add(1, Ordering::Relaxed);
-            Transition::Up
-        } else {
-            self.stats.went_down.fetch_add(1, Ordering::Relaxed);
-            Transition::Down
+        };
+        match transition {
+            Transition::Down => self.stats.went_down.fetch_add(1, Ordering::Relaxed),
+            Transition::Up => {
+                self.ramp.start();
+                self.stats.went_up.fetch_add(1, Ordering::Relaxed)
+            }
         };
         Some((transition, self.mark_change()))
     }
