@@ -234,7 +234,13 @@ async fn a_follower_whose_clients_fail_on_a_node_probes_it_itself_and_the_others
         i.wait_status("n2's owners heard", WAIT, |s| settled(s, &addrs))
             .await;
     }
-    let status = c.status().await;
+    // Settled means C probes or follows each node; it follows n2 once an owner's verdict
+    // about it has arrived.
+    let status = c
+        .wait_status("C following n2's owners", WAIT, |s| {
+            node(s, n2)["probing"]["here"] == "follows owners"
+        })
+        .await;
     assert_eq!(owners(&status, n2), ["a", "b"]);
     assert_eq!(node(&status, n2)["probing"]["here"], "follows owners");
 
