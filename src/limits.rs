@@ -6,7 +6,8 @@
 //! process itself (standard streams, the runtime's epoll and wake-up descriptors, the listener,
 //! reloads, DNS look-ups), one per node for its probe, the admin endpoint's connections and
 //! the `splice(2)` pipes; what is left, two descriptors per client (its socket and its node's),
-//! is the default connection limit. At that limit tierlb stops accepting and clients wait in
+//! is the default connection limit. A UDP flow holds one (its socket to its node), so the
+//! same budget holds twice as many flows as TCP clients. At that limit tierlb stops accepting and clients wait in
 //! the kernel's accept queue, rather than being accepted and then reset for want of a socket
 //! to their node.
 
@@ -45,6 +46,11 @@ impl Budget {
             admin: u32::try_from(admin).unwrap_or(u32::MAX),
             pipes: u32::try_from(pipes).unwrap_or(u32::MAX),
         }
+    }
+
+    /// Descriptors for clients and flows: two per TCP client, one per UDP flow.
+    pub fn descriptors(&self) -> usize {
+        self.clients as usize * 2
     }
 
     /// The budget for this process's soft descriptor limit now.

@@ -97,7 +97,8 @@ impl Episode {
 pub struct Limits {
     /// The service's `max_connections`.
     pub service: Option<Arc<Semaphore>>,
-    /// The descriptor budget's client count, shared by all services.
+    /// The descriptor budget, shared by all services: two per TCP client (its socket and
+    /// its node's), one per UDP flow.
     pub process: Arc<Semaphore>,
 }
 
@@ -107,15 +108,19 @@ pub struct Permits {
     _process: OwnedSemaphorePermit,
 }
 
-/// The process-wide client limit from the descriptor budget, logged once.
+/// Descriptors a TCP client holds: its socket and its node's.
+pub const CLIENT_DESCRIPTORS: u32 = 2;
+
+/// The process-wide descriptor budget for clients and flows, logged once.
 pub fn process_limit(budget: &Budget) -> Arc<Semaphore> {
-    let limit = budget.clients;
     tracing::info!(
         nofile = budget.nofile,
-        max_connections = limit,
+        max_connections = budget.clients,
         "client limit set from the open-files limit; more clients wait in the accept queue"
     );
-    Arc::new(Semaphore::new(limit as usize))
+    Arc::new(Semaphore::new(
+        budget.clients as usize * CLIENT_DESCRIPTORS as usize,
+    ))
 }
 
 /// A service's own limit from its `max_connections`, never above the budget.
@@ -142,10 +147,11 @@ pub fn service_limit(
 /// counting the wait in `episode`. `None` when the limit closed or shutdown came.
 async fn slot(
     limit: &Arc<Semaphore>,
+    n: u32,
     episode: &mut Episode,
     shutdown: &CancellationToken,
 ) -> Option<OwnedSemaphorePermit> {
-    if let Ok(permit) = Arc::clone(limit).try_acquire_owned() {
+    if let Ok(permit) = Arc::clone(limit).try_acquire_many_owned(n) {
         return Some(permit);
     }
     episode.begin(|| {
@@ -154,7 +160,7 @@ async fn slot(
         );
     });
     let permit = tokio::select! {
-        permit = Arc::clone(limit).acquire_owned() => permit.ok(),
+        permit = Arc::clone(limit).acquire_many_owned(n) => permit.ok(),
         () = shutdown.cancelled() => None,
     };
     // The episode lasted at least until this wait ended.
@@ -180,13 +186,15 @@ pub async fn accept_loop(
     loop {
         // The slots are taken before accept(): at a limit, clients wait in the backlog.
         let own = match &limits.service {
-            Some(limit) => match slot(limit, &mut at_limit, shutdown).await {
+            Some(limit) => match slot(limit, 1, &mut at_limit, shutdown).await {
                 Some(permit) => Some(permit),
                 None => return,
             },
             None => None,
         };
-        let Some(process) = slot(&limits.process, &mut at_limit, shutdown).await else {
+        let Some(process) =
+            slot(&limits.process, CLIENT_DESCRIPTORS, &mut at_limit, shutdown).await
+        else {
             return;
         };
         let accepted = tokio::select! {
@@ -201,7 +209,7 @@ pub async fn accept_loop(
                         "accepting again after {lasted} out of resources"
                     );
                 });
-                if limits.process.available_permits() > 0 {
+                if limits.process.available_permits() >= CLIENT_DESCRIPTORS as usize {
                     at_limit.end(|count, lasted| {
                         tracing::info!(
                             waited = count,

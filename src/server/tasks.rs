@@ -76,7 +76,7 @@ impl Start for Tasks {
         let listener = match bound {
             Bound::Tcp(listener) => listener,
             Bound::Udp(socket) => {
-                let max = max_flows.unwrap_or(self.budget.clients) as usize;
+                let max = max_flows.map_or(self.budget.descriptors(), |m| m as usize);
                 let process = Arc::clone(&self.process_limit);
                 let stop = service.stop.clone();
                 // Tracked as connections: the drain waits for the flows to end.
