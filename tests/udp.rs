@@ -1,8 +1,8 @@
 //! UDP services through the real binary, with UDP echo nodes that tag replies with their
 //! name: flows split by least flows, every datagram of a flow to one node and every reply
 //! from the service's address; a closed node found by ICMP and its flows moved; a node
-//! brought back by UDP probes; idle flows ended; a TCP and a UDP service on one port; a
-//! reload adding and removing a UDP service.
+//! brought back by UDP probes or a TCP check beside it; idle flows ended; `max_flows` and
+//! the admission rules; a silent node; two cluster instances sharing a UDP service.
 
 mod common;
 
@@ -10,62 +10,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::udp::{UdpClient, UdpNode};
+use common::udp::{config, node_of, service, status, wait_for, UdpClient, UdpNode, REPLY};
 use common::{http, ConfigFile, Tierlb, WAIT};
-use serde_json::Value;
-
-/// A reply comes within this on loopback, or not at all.
-const REPLY: Duration = Duration::from_secs(2);
-
-fn nodes_toml(nodes: &[&UdpNode]) -> String {
-    let list: Vec<String> = nodes.iter().map(|n| format!("\"{}\"", n.addr)).collect();
-    format!("[{}]", list.join(", "))
-}
-
-/// A config with one UDP service on `nodes`, probes every `probe` (send `ping`, expect
-/// `pong`), `extra` lines in `[timeouts]`, and an admin endpoint.
-fn config(nodes: &[&UdpNode], probe: &str, timeouts: &str) -> String {
-    format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[services.dns]\nlisten = \"127.0.0.1:0\"\nprotocol = \"udp\"\naccess_log = true\nnodes = {}\n[services.dns.health]\ninterval = \"{probe}\"\nsend = \"ping\"\nexpect = \"pong\"\n[services.dns.timeouts]\n{timeouts}\n",
-        nodes_toml(nodes)
-    )
-}
-
-async fn status(admin: SocketAddr) -> Value {
-    let (code, body) = http(admin, "GET", "/status", &[]).await;
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).expect("status is JSON")
-}
-
-fn service<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["services"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["name"] == name))
-        .unwrap_or_else(|| panic!("no service {name} in {status:#}"))
-}
-
-fn node_of(service: &Value, addr: SocketAddr) -> &Value {
-    service["nodes"]
-        .as_array()
-        .and_then(|n| n.iter().find(|n| n["address"] == addr.to_string()))
-        .unwrap_or_else(|| panic!("no node {addr} in {service:#}"))
-}
-
-/// Polls `/status` until `ok` holds for service `dns`, at most `WAIT`.
-async fn wait_for(admin: SocketAddr, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let s = status(admin).await;
-        if ok(service(&s, "dns")) {
-            return s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} did not happen: {s:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flows_split_by_least_flows_and_each_stays_on_its_node() {
@@ -227,69 +173,6 @@ async fn an_idle_flow_ends_and_its_next_datagram_opens_a_new_one() {
         service(&s, "dns")["listener"]["accepted"],
         2,
         "two flows in all"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tcp_and_a_udp_service_share_a_port_and_a_reload_adds_and_removes_a_udp_service() {
-    let backend = common::Backend::start("t1").await;
-    let udp = UdpNode::start("u1").await;
-    // A free port number for both: bound for TCP and UDP here, then let go.
-    let port = {
-        let t = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        t.local_addr().expect("addr").port()
-    };
-    let both = |with_udp: bool| {
-        let mut text = format!(
-            "[admin]\nlisten = \"127.0.0.1:0\"\n\n[timeouts]\ndrain = \"1s\"\n\n[services.web]\nlisten = \"127.0.0.1:{port}\"\nnodes = [\"{}\"]\n",
-            backend.addr
-        );
-        if with_udp {
-            text.push_str(&format!(
-                "\n[services.dns]\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"udp\"\nnodes = [\"{}\"]\n",
-                udp.addr
-            ));
-        }
-        text
-    };
-    let file = ConfigFile::new(&both(true));
-    let lb = Tierlb::with_config(&file);
-    let at = SocketAddr::from(([127, 0, 0, 1], port));
-    let (_, name) = common::connect_named(at).await.expect("TCP on the port");
-    assert_eq!(name, "t1");
-    let client = UdpClient::new().await;
-    assert_eq!(
-        client.ask(at, "x", REPLY).await.map(|r| r.0).as_deref(),
-        Some("u1")
-    );
-
-    // Reload without the UDP service: its socket closes once its flow ends (or the 1 s
-    // drain runs out), TCP goes on.
-    file.rewrite(&both(false));
-    lb.signal(nix::sys::signal::Signal::SIGHUP);
-    lb.wait_log("configuration reloaded", 1).expect("reloaded");
-    lb.wait_log_all(&["UDP socket closed", "service=dns"], 1, WAIT)
-        .expect("the UDP service stops");
-    let (_, name) = common::connect_named(at).await.expect("TCP still served");
-    assert_eq!(name, "t1");
-    let fresh = UdpClient::new().await;
-    assert!(
-        fresh
-            .ask(at, "y", Duration::from_millis(500))
-            .await
-            .is_none(),
-        "no UDP service"
-    );
-
-    // And back.
-    file.rewrite(&both(true));
-    lb.signal(nix::sys::signal::Signal::SIGHUP);
-    lb.wait_log("configuration reloaded", 2)
-        .expect("reloaded again");
-    let again = UdpClient::new().await;
-    assert_eq!(
-        again.ask(at, "z", REPLY).await.map(|r| r.0).as_deref(),
-        Some("u1")
     );
 }
 
