@@ -177,6 +177,46 @@ async fn an_idle_flow_ends_and_its_next_datagram_opens_a_new_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_affinity_keeps_each_client_address_on_one_node() {
+    let nodes = [
+        UdpNode::start("n1").await,
+        UdpNode::start("n2").await,
+        UdpNode::start("n3").await,
+    ];
+    let text = config(&nodes.iter().collect::<Vec<_>>(), "60s", "").replace(
+        "protocol = \"udp\"\n",
+        "protocol = \"udp\"\nbalance = \"source\"\n",
+    );
+    let file = ConfigFile::new(&text);
+    let lb = Tierlb::with_config(&file);
+    let mut by_address: HashMap<u8, Vec<String>> = HashMap::new();
+    for last in 1..=16u8 {
+        for port in 0..3 {
+            let socket = tokio::net::UdpSocket::bind((std::net::Ipv4Addr::new(127, 0, 0, last), 0))
+                .await
+                .expect("bind a client");
+            let client = UdpClient { socket };
+            let (name, _) = client
+                .ask(lb.addr, &format!("{last}/{port}"), REPLY)
+                .await
+                .expect("a reply");
+            by_address.entry(last).or_default().push(name);
+        }
+    }
+    for (last, names) in &by_address {
+        assert!(
+            names.iter().all(|n| n == &names[0]),
+            "127.0.0.{last}'s flows on one node: {names:?}"
+        );
+    }
+    let used: std::collections::HashSet<&String> = by_address.values().map(|n| &n[0]).collect();
+    assert!(
+        used.len() > 1,
+        "16 addresses spread over the nodes: {by_address:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_cluster_instances_share_a_udp_services_verdicts_and_flow_counts() {
     use common::cluster::{node, Instance, Spec};
     let n1 = UdpNode::start("n1").await;
