@@ -428,22 +428,11 @@ async fn the_page_shows_each_nodes_figures_and_drains_with_the_token() {
     }
     assert!(node["recent"]["connections_per_second"].is_f64(), "{node}");
 
-    if !common::tool_available("chromium") {
-        return;
-    }
     let target = s.nodes[0].addr.to_string();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/cdp_drain.py");
-    let out = Command::new("python3")
-        .args([script, &format!("http://{}/", s.admin), &target, TOKEN])
-        .output()
-        .expect("run the page driver");
-    assert!(
-        out.status.success(),
-        "page driver: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pages: serde_json::Value = serde_json::from_slice(&out.stdout).expect("driver output");
-    let before = pages["before"].as_str().expect("table before");
+    let Some(pages) = common::page::drain_from_page(s.admin, &target, TOKEN) else {
+        return;
+    };
+    let before = &pages.before;
     for header in [
         "weight",
         "failures",
@@ -462,7 +451,7 @@ async fn the_page_shows_each_nodes_figures_and_drains_with_the_token() {
         !before.contains("<td class=\"num\">-</td>"),
         "no dash for conn/s"
     );
-    let after = pages["after"].as_str().expect("table after");
+    let after = &pages.after;
     let row = after
         .split("<tr")
         .find(|r| r.contains(&target))

@@ -15,11 +15,7 @@ use common::{http, ConfigFile, Tierlb, WAIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flows_split_by_least_flows_and_each_stays_on_its_node() {
-    let nodes = [
-        UdpNode::start("n1").await,
-        UdpNode::start("n2").await,
-        UdpNode::start("n3").await,
-    ];
+    let nodes = UdpNode::several(3).await;
     let file = ConfigFile::new(&config(&nodes.iter().collect::<Vec<_>>(), "60s", ""));
     let lb = Tierlb::with_config(&file);
     let mut clients = Vec::new();
@@ -76,11 +72,7 @@ async fn a_closed_node_is_found_by_icmp_and_its_flows_move() {
     let admin = lb.logged_addr("admin listening");
     let mut clients = Vec::new();
     for i in 0..9 {
-        let client = UdpClient::new().await;
-        let (name, _) = client
-            .ask(lb.addr, &format!("c{i}"), REPLY)
-            .await
-            .expect("a reply");
+        let (client, name) = UdpClient::answered(lb.addr, &format!("c{i}")).await;
         clients.push((client, name));
     }
     let n2 = nodes.remove(1).stop().await;
@@ -108,11 +100,7 @@ async fn a_closed_node_is_found_by_icmp_and_its_flows_move() {
     assert!(lb.count(&["node down", &format!("node={n2}")]) >= 1);
     // New flows never go to n2 while it is down.
     for i in 0..10 {
-        let client = UdpClient::new().await;
-        let (name, _) = client
-            .ask(lb.addr, &format!("new {i}"), REPLY)
-            .await
-            .expect("a reply");
+        let (_client, name) = UdpClient::answered(lb.addr, &format!("new {i}")).await;
         assert_ne!(name, "n2");
     }
 }
@@ -139,11 +127,7 @@ async fn udp_probes_take_a_closed_node_down_and_bring_it_back() {
     wait_for(admin, "n2 up", |s| node_of(s, n2)["state"] == "up").await;
     let mut reached = false;
     for i in 0..6 {
-        let client = UdpClient::new().await;
-        let (name, _) = client
-            .ask(lb.addr, &format!("back {i}"), REPLY)
-            .await
-            .expect("a reply");
+        let (_client, name) = UdpClient::answered(lb.addr, &format!("back {i}")).await;
         reached |= name == "n2";
     }
     assert!(reached, "new flows reach n2 again");
@@ -178,11 +162,7 @@ async fn an_idle_flow_ends_and_its_next_datagram_opens_a_new_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_affinity_keeps_each_client_address_on_one_node() {
-    let nodes = [
-        UdpNode::start("n1").await,
-        UdpNode::start("n2").await,
-        UdpNode::start("n3").await,
-    ];
+    let nodes = UdpNode::several(3).await;
     let text = config(&nodes.iter().collect::<Vec<_>>(), "60s", "").replace(
         "protocol = \"udp\"\n",
         "protocol = \"udp\"\nbalance = \"source\"\n",

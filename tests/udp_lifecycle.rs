@@ -9,7 +9,6 @@ mod common;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::process::{exited, pid_in, KillNamed};
@@ -47,11 +46,7 @@ fn nofile(pid: u32) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_many_flows_as_the_descriptors_allow_stay_under_a_kib_each_and_none_leaks() {
-    let nodes = [
-        UdpNode::start("n1").await,
-        UdpNode::start("n2").await,
-        UdpNode::start("n3").await,
-    ];
+    let nodes = UdpNode::several(3).await;
     let list = nodes_toml(&nodes.iter().collect::<Vec<_>>());
     let file = ConfigFile::new(&format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\n\n[services.dns]\nlisten = \"127.0.0.1:0\"\nprotocol = \"udp\"\nnodes = {list}\n[services.dns.health]\ninterval = \"60s\"\n[services.dns.timeouts]\nflow_idle = \"15s\"\n"
@@ -169,7 +164,7 @@ async fn ask_all(clients: &[UdpClient], addr: SocketAddr, round: usize) -> usize
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_answers_every_datagram_of_the_open_flows() {
-    let nodes = [UdpNode::start("n1").await, UdpNode::start("n2").await];
+    let nodes = UdpNode::several(2).await;
     let file = ConfigFile::new(&format!(
         "[services.dns]\nlisten = \"127.0.0.1:0\"\nprotocol = \"udp\"\nnodes = {}\n[services.dns.health]\ninterval = \"60s\"\n[services.dns.timeouts]\ndrain = \"3s\"\n",
         nodes_toml(&nodes.iter().collect::<Vec<_>>())
@@ -248,7 +243,7 @@ async fn a_shutdown_carries_the_open_flows_and_ends_when_they_idle_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_a_udp_services_flows_and_drains_a_node() {
     const TOKEN: &str = "udp-page-token-0123456789";
-    let nodes = [UdpNode::start("n1").await, UdpNode::start("n2").await];
+    let nodes = UdpNode::several(2).await;
     let text = config(&nodes.iter().collect::<Vec<_>>(), "60s", "")
         .replace("[admin]\n", &format!("[admin]\ntoken = \"{TOKEN}\"\n"));
     let file = ConfigFile::new(&text);
@@ -257,33 +252,18 @@ async fn the_page_shows_a_udp_services_flows_and_drains_a_node() {
     let mut on_n1 = None;
     let mut held = Vec::new();
     for i in 0..4 {
-        let c = UdpClient::new().await;
-        let (name, _) = c
-            .ask(lb.addr, &format!("hi {i}"), REPLY)
-            .await
-            .expect("reply");
+        let (c, name) = UdpClient::answered(lb.addr, &format!("hi {i}")).await;
         if name == "n1" {
             on_n1 = Some(held.len());
         }
         held.push(c);
     }
     let on_n1 = on_n1.expect("a flow on n1");
-    if !common::tool_available("chromium") {
-        return;
-    }
     let target = nodes[0].addr.to_string();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/cdp_drain.py");
-    let out = Command::new("python3")
-        .args([script, &format!("http://{admin}/"), &target, TOKEN])
-        .output()
-        .expect("run the page driver");
-    assert!(
-        out.status.success(),
-        "page driver: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pages: serde_json::Value = serde_json::from_slice(&out.stdout).expect("driver output");
-    let before = pages["before"].as_str().expect("table before");
+    let Some(pages) = common::page::drain_from_page(admin, &target, TOKEN) else {
+        return;
+    };
+    let before = &pages.before;
     assert!(before.contains("(UDP) · 4 flows"), "{before}");
     assert!(before.contains(">2 flows<"), "two flows per node: {before}");
     assert!(before.contains("2 / 2 datagrams"), "{before}");
@@ -295,11 +275,7 @@ async fn the_page_shows_a_udp_services_flows_and_drains_a_node() {
     let again = held[on_n1].ask(lb.addr, "still", REPLY).await;
     assert_eq!(again.map(|r| r.0), Some("n1".to_owned()));
     for i in 0..4 {
-        let c = UdpClient::new().await;
-        let (name, _) = c
-            .ask(lb.addr, &format!("new {i}"), REPLY)
-            .await
-            .expect("reply");
+        let (_client, name) = UdpClient::answered(lb.addr, &format!("new {i}")).await;
         assert_eq!(name, "n2", "no new flow on the drained node");
     }
 }

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 pub mod cluster;
 pub mod discovery;
 pub mod dns;
+pub mod page;
 pub mod process;
 pub mod udp;
 

@@ -33,6 +33,15 @@ impl UdpNode {
         UdpNode::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), name).await
     }
 
+    /// Nodes `n1` … `nN`, each on an ephemeral port.
+    pub async fn several(n: usize) -> Vec<UdpNode> {
+        let mut nodes = Vec::with_capacity(n);
+        for i in 1..=n {
+            nodes.push(UdpNode::start(&format!("n{i}")).await);
+        }
+        nodes
+    }
+
     /// Starts a node on `addr` (to bring one back on its port).
     pub async fn start_at(addr: SocketAddr, name: &str) -> UdpNode {
         let socket = UdpSocket::bind(addr).await.expect("bind a UDP node");
@@ -80,6 +89,18 @@ impl UdpClient {
         UdpClient {
             socket: UdpSocket::bind("127.0.0.1:0").await.expect("bind a client"),
         }
+    }
+
+    /// A new client whose first datagram, `message`, is answered: it and the answering node's
+    /// name.
+    pub async fn answered(to: SocketAddr, message: &str) -> (UdpClient, String) {
+        let client = UdpClient::new().await;
+        let (name, from) = client
+            .ask(to, message, REPLY)
+            .await
+            .unwrap_or_else(|| panic!("no reply to {message:?}"));
+        assert_eq!(from, to, "the reply comes from the service's address");
+        (client, name)
     }
 
     /// Sends `message` to `to` and waits up to `within` for a reply: the node name it is
