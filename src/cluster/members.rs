@@ -81,7 +81,10 @@ struct Seen {
     alive: bool,
     /// Ever seen alive: a member first seen dead (before its second heartbeat) has not joined.
     joined: bool,
-    drift: bool,
+    /// The difference seen in the last round, if it drifts.
+    drift: Option<String>,
+    /// Whether its drift was logged (and not yet its end).
+    drift_logged: bool,
     last_seen: SystemTime,
 }
 
@@ -132,16 +135,17 @@ impl Roster {
             let drift = !this && !fingerprint.is_empty() && fingerprint != mine;
             let drift_detail = if drift { differs(&id) } else { None };
             if !this && !duplicate {
-                self.log_change(&name, &id, alive, drift_detail.as_deref());
+                self.log_change(&name, &id, alive);
                 let seen = self.known.entry(name.clone()).or_insert(Seen {
                     alive,
                     joined: false,
-                    drift,
+                    drift: None,
+                    drift_logged: false,
                     last_seen: now,
                 });
                 seen.alive = alive;
                 seen.joined |= alive;
-                seen.drift = drift;
+                log_drift(seen, &name, drift_detail.as_deref());
                 if alive {
                     seen.last_seen = now;
                 }
@@ -236,8 +240,8 @@ impl Roster {
         }
     }
 
-    /// Logs a member joining, dying, coming back, or drifting, once per change.
-    fn log_change(&self, name: &str, id: &ChitchatId, alive: bool, drift: Option<&str>) {
+    /// Logs a member joining, dying or coming back, once per change.
+    fn log_change(&self, name: &str, id: &ChitchatId, alive: bool) {
         let address = id.gossip_advertise_addr;
         match self.known.get(name) {
             None if alive => tracing::info!(member = name, %address, "cluster member joined"),
@@ -255,18 +259,30 @@ impl Roster {
             }
             _ => {}
         }
-        let before = self.known.get(name).is_some_and(|s| s.drift);
-        match drift {
-            Some(differs) if !before => {
+    }
+}
+
+/// Logs a member's drift (what it differs in, `differs`) once it has been the same two rounds
+/// running, and its end once: a member's fingerprint can reach this instance a round before
+/// the node keys it describes, and the first difference seen may be only half of it.
+fn log_drift(seen: &mut Seen, name: &str, differs: Option<&str>) {
+    match differs {
+        Some(differs) => {
+            if !seen.drift_logged && seen.drift.as_deref() == Some(differs) {
                 tracing::warn!(member = name, differs, "cluster member runs other services or nodes than this instance (configuration drift)");
+                seen.drift_logged = true;
             }
-            None if before => {
+            seen.drift = Some(differs.to_owned());
+        }
+        None => {
+            if seen.drift_logged {
                 tracing::info!(
                     member = name,
                     "cluster member's services and nodes match this instance's again"
                 );
             }
-            _ => {}
+            seen.drift = None;
+            seen.drift_logged = false;
         }
     }
 }
