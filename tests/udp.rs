@@ -1,8 +1,8 @@
 //! UDP services through the real binary, with UDP echo nodes that tag replies with their
 //! name: flows split by least flows, every datagram of a flow to one node and every reply
-//! from the service's address; a closed node found by ICMP and its flows moved; a node
-//! brought back by UDP probes or a TCP check beside it; idle flows ended; `max_flows` and
-//! the admission rules; a silent node; two cluster instances sharing a UDP service.
+//! from the service's address; source affinity; idle flows ended; `max_flows` and the
+//! admission rules; two cluster instances sharing a UDP service. Health is in
+//! `udp_health.rs`, scale and a process's life in `udp_lifecycle.rs`.
 
 mod common;
 
@@ -56,82 +56,6 @@ async fn flows_split_by_least_flows_and_each_stays_on_its_node() {
         assert_eq!(node["datagrams"]["to_node"], 60);
         assert_eq!(node["datagrams"]["to_client"], 60);
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_closed_node_is_found_by_icmp_and_its_flows_move() {
-    let mut nodes = vec![
-        UdpNode::start("n1").await,
-        UdpNode::start("n2").await,
-        UdpNode::start("n3").await,
-    ];
-    // Probes once an hour (the first within 6 minutes): only the flows' own ICMP errors
-    // can tell.
-    let file = ConfigFile::new(&config(&nodes.iter().collect::<Vec<_>>(), "1h", ""));
-    let lb = Tierlb::with_config(&file);
-    let admin = lb.logged_addr("admin listening");
-    let mut clients = Vec::new();
-    for i in 0..9 {
-        let (client, name) = UdpClient::answered(lb.addr, &format!("c{i}")).await;
-        clients.push((client, name));
-    }
-    let n2 = nodes.remove(1).stop().await;
-    // Each client of n2 sends until a reply comes: the first datagram after n2 closed is
-    // lost (its ICMP error comes back after it left); the flow then moves to another node.
-    for (client, name) in clients.iter_mut().filter(|(_, n)| n == "n2") {
-        let mut answered = None;
-        for k in 0..5 {
-            if let Some((node, _)) = client.ask(lb.addr, &format!("retry {k}"), REPLY).await {
-                answered = Some(node);
-                break;
-            }
-        }
-        let node = answered.expect("the flow moved to a node that answers");
-        assert_ne!(node, "n2");
-        *name = node;
-    }
-    let s = wait_for(admin, "n2 down", |s| node_of(s, n2)["state"] == "down").await;
-    let n = node_of(service(&s, "dns"), n2);
-    assert_eq!(
-        n["connect_failures"]["refused"], 3,
-        "one ICMP error per flow: {n:#}"
-    );
-    assert_eq!(n["last_check"]["reason"], "udp: port unreachable (ICMP)");
-    assert!(lb.count(&["node down", &format!("node={n2}")]) >= 1);
-    // New flows never go to n2 while it is down.
-    for i in 0..10 {
-        let (_client, name) = UdpClient::answered(lb.addr, &format!("new {i}")).await;
-        assert_ne!(name, "n2");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn udp_probes_take_a_closed_node_down_and_bring_it_back() {
-    let mut nodes = vec![UdpNode::start("n1").await, UdpNode::start("n2").await];
-    let file = ConfigFile::new(&config(&nodes.iter().collect::<Vec<_>>(), "200ms", ""));
-    let lb = Tierlb::with_config(&file);
-    let admin = lb.logged_addr("admin listening");
-    wait_for(admin, "the first probes passed", |s| {
-        s["nodes"].as_array().is_some_and(|n| {
-            n.iter()
-                .all(|n| n["last_check"]["reason"] == "probe passed")
-        })
-    })
-    .await;
-    let n2 = nodes.remove(1).stop().await;
-    let s = wait_for(admin, "n2 down", |s| node_of(s, n2)["state"] == "down").await;
-    let reason = &node_of(service(&s, "dns"), n2)["last_check"]["reason"];
-    assert_eq!(reason, "probe: udp: port unreachable (ICMP)");
-    // Back on its port: the probes (send ping, expect pong) bring it up, new flows reach it.
-    let back = UdpNode::start_at(n2, "n2").await;
-    wait_for(admin, "n2 up", |s| node_of(s, n2)["state"] == "up").await;
-    let mut reached = false;
-    for i in 0..6 {
-        let (_client, name) = UdpClient::answered(lb.addr, &format!("back {i}")).await;
-        reached |= name == "n2";
-    }
-    assert!(reached, "new flows reach n2 again");
-    drop(back);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,34 +183,6 @@ async fn two_cluster_instances_share_a_udp_services_verdicts_and_flow_counts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probe_port_checks_a_tcp_port_beside_the_udp_node() {
-    let node = UdpNode::start("n1").await;
-    let beside = common::Backend::start("check").await;
-    let text = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[services.dns]\nlisten = \"127.0.0.1:0\"\nprotocol = \"udp\"\nnodes = [\"{}\"]\n[services.dns.health]\ninterval = \"200ms\"\nprobe_port = {}\n",
-        node.addr,
-        beside.addr.port()
-    );
-    let file = ConfigFile::new(&text);
-    let lb = Tierlb::with_config(&file);
-    let admin = lb.logged_addr("admin listening");
-    let probed = beside.accepted.load(std::sync::atomic::Ordering::SeqCst);
-    wait_for(admin, "a TCP probe passed", |s| {
-        node_of(s, node.addr)["last_check"]["reason"] == "probe passed"
-    })
-    .await;
-    assert!(beside.accepted.load(std::sync::atomic::Ordering::SeqCst) > probed);
-    // The TCP check fails: the node is down though its UDP port still answers.
-    let _stopped = beside.stop().await;
-    let s = wait_for(admin, "n1 down", |s| {
-        node_of(s, node.addr)["state"] == "down"
-    })
-    .await;
-    let reason = node_of(service(&s, "dns"), node.addr)["last_check"]["reason"].clone();
-    assert_eq!(reason, "probe: connection refused");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datagrams_past_max_flows_or_from_a_denied_address_are_dropped_and_counted() {
     let node = UdpNode::start("n1").await;
     let text = format!(
@@ -335,55 +231,4 @@ async fn datagrams_past_max_flows_or_from_a_denied_address_are_dropped_and_count
         node.addr
     );
     assert_eq!(value(&sent), Some(3.0));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_stops_answering_is_taken_down_by_its_silence() {
-    let good = UdpNode::start("good").await;
-    // Reads every datagram and answers none.
-    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let quiet = silent.local_addr().expect("addr");
-    let sink = tokio::spawn(async move {
-        let mut buf = [0u8; 2048];
-        while silent.recv_from(&mut buf).await.is_ok() {}
-    });
-    let text = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[services.dns]\nlisten = \"127.0.0.1:0\"\nprotocol = \"udp\"\nnodes = [\"{}\", \"{quiet}\"]\n[services.dns.health]\ninterval = \"1h\"\n[services.dns.timeouts]\nresponse = \"300ms\"\n",
-        good.addr
-    );
-    let file = ConfigFile::new(&text);
-    let lb = Tierlb::with_config(&file);
-    let admin = lb.logged_addr("admin listening");
-    // Clients keep asking; those on the silent node get no answer until it is down and
-    // their flows move.
-    for i in 0..12 {
-        let client = UdpClient::new().await;
-        let mut answered = false;
-        for k in 0..4 {
-            if client
-                .ask(lb.addr, &format!("c{i}-{k}"), Duration::from_millis(600))
-                .await
-                .is_some()
-            {
-                answered = true;
-                break;
-            }
-        }
-        assert!(answered, "client {i} was answered once its flow moved");
-    }
-    let s = wait_for(admin, "the silent node down", |s| {
-        node_of(s, quiet)["state"] == "down"
-    })
-    .await;
-    let n = node_of(service(&s, "dns"), quiet);
-    assert_eq!(
-        n["last_check"]["reason"], "no response within 300ms",
-        "{n:#}"
-    );
-    assert!(n["connect_failures"]["unanswered"]
-        .as_u64()
-        .is_some_and(|u| u >= 1));
-    sink.abort();
 }

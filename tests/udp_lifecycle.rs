@@ -1,8 +1,8 @@
 //! UDP services at scale and through a process's life, against the real binary: as many
 //! flows as the descriptor limit allows (RSS per flow, and nothing left once they idle out),
 //! a binary upgrade and a shutdown that carry the open flows, the status page that shows
-//! them and drains a node, and a TCP and a UDP service on one port with a reload that
-//! removes and adds the UDP one.
+//! them and drains a node, a node removed by a reload, and a TCP and a UDP service on one
+//! port with a reload that removes and adds the UDP one.
 
 mod common;
 
@@ -278,6 +278,40 @@ async fn the_page_shows_a_udp_services_flows_and_drains_a_node() {
         let (_client, name) = UdpClient::answered(lb.addr, &format!("new {i}")).await;
         assert_eq!(name, "n2", "no new flow on the drained node");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_removed_by_a_reload_loses_its_flows_at_their_next_datagram() {
+    let nodes = UdpNode::several(2).await;
+    let file = ConfigFile::new(&config(&nodes.iter().collect::<Vec<_>>(), "60s", ""));
+    let lb = Tierlb::with_config(&file);
+    let admin = lb.logged_addr("admin listening");
+    let (first, a) = UdpClient::answered(lb.addr, "one").await;
+    let (second, b) = UdpClient::answered(lb.addr, "two").await;
+    assert_ne!(a, b, "one flow on each node");
+    let (on_n1, on_n2) = if a == "n1" {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    file.rewrite(&config(&[&nodes[1]], "60s", ""));
+    lb.signal(Signal::SIGHUP);
+    lb.wait_log("configuration reloaded", 1).expect("reloaded");
+    // n1's flow moves at its next datagram; n2's stays.
+    let moved = on_n1.ask(lb.addr, "again", REPLY).await.map(|r| r.0);
+    assert_eq!(moved.as_deref(), Some("n2"));
+    let stayed = on_n2.ask(lb.addr, "again", REPLY).await.map(|r| r.0);
+    assert_eq!(stayed.as_deref(), Some("n2"));
+    let s = wait_for(admin, "both flows on n2", |dns| {
+        dns["udp"]["flows"] == 2 && node_of(dns, nodes[1].addr)["flows"] == 2
+    })
+    .await;
+    assert_eq!(
+        service(&s, "dns")["nodes"].as_array().map(Vec::len),
+        Some(1)
+    );
+    lb.wait_log_all(&["tierlb::access", "flow", "end=\"node removed\""], 1, WAIT)
+        .expect("the moved flow's access-log line");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
