@@ -7,9 +7,9 @@
 //! reloads, DNS look-ups), one per node for its probe, the admin endpoint's connections and
 //! the `splice(2)` pipes; what is left, two descriptors per client (its socket and its node's),
 //! is the default connection limit. A UDP flow holds one (its socket to its node), so the
-//! same budget holds twice as many flows as TCP clients. At that limit tierlb stops accepting and clients wait in
-//! the kernel's accept queue, rather than being accepted and then reset for want of a socket
-//! to their node.
+//! same budget holds twice as many flows as TCP clients. At that limit tierlb stops accepting
+//! and clients wait in the kernel's accept queue, rather than being accepted and then reset
+//! for want of a socket to their node.
 
 use std::io;
 
@@ -19,6 +19,8 @@ const FIXED_RESERVE: u64 = 32;
 const MAX_ADMIN_CONNECTIONS: u64 = 32;
 /// Most `splice(2)` pipes open at once, at ample limits (each holds two descriptors).
 const MAX_PIPES: u64 = 256;
+/// Descriptors a TCP client holds: its socket and its node's (a UDP flow holds one).
+pub const CLIENT_DESCRIPTORS: u32 = 2;
 
 /// How the descriptor limit is shared out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +41,7 @@ impl Budget {
         let admin = (nofile / 16).clamp(2, MAX_ADMIN_CONNECTIONS);
         let pipes = (nofile / 32).min(MAX_PIPES);
         let reserved = FIXED_RESERVE + nodes as u64 + admin + 2 * pipes;
-        let clients = (nofile.saturating_sub(reserved) / 2).max(1);
+        let clients = (nofile.saturating_sub(reserved) / u64::from(CLIENT_DESCRIPTORS)).max(1);
         Budget {
             nofile,
             clients: u32::try_from(clients).unwrap_or(u32::MAX),
@@ -50,7 +52,7 @@ impl Budget {
 
     /// Descriptors for clients and flows: two per TCP client, one per UDP flow.
     pub fn descriptors(&self) -> usize {
-        self.clients as usize * 2
+        self.clients as usize * CLIENT_DESCRIPTORS as usize
     }
 
     /// The budget for this process's soft descriptor limit now.
@@ -90,6 +92,8 @@ mod tests {
         assert_eq!((b.clients, b.admin, b.pipes), (94, 16, 8));
         let used = FIXED_RESERVE + 3 + u64::from(b.admin) + 2 * u64::from(b.pipes);
         assert!(used + 2 * u64::from(b.clients) <= 256);
+        // The same budget in descriptors: 94 TCP clients, or 188 UDP flows.
+        assert_eq!(b.descriptors(), 188);
     }
 
     #[test]

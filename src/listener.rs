@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::show_duration;
-use crate::limits::Budget;
+use crate::limits::{Budget, CLIENT_DESCRIPTORS};
 use crate::service::Service;
 use crate::sni::Router;
 use crate::{conn, net, sni};
@@ -108,9 +108,6 @@ pub struct Permits {
     _process: OwnedSemaphorePermit,
 }
 
-/// Descriptors a TCP client holds: its socket and its node's.
-pub const CLIENT_DESCRIPTORS: u32 = 2;
-
 /// The process-wide descriptor budget for clients and flows, logged once.
 pub fn process_limit(budget: &Budget) -> Arc<Semaphore> {
     tracing::info!(
@@ -118,9 +115,7 @@ pub fn process_limit(budget: &Budget) -> Arc<Semaphore> {
         max_connections = budget.clients,
         "client limit set from the open-files limit; more clients wait in the accept queue"
     );
-    Arc::new(Semaphore::new(
-        budget.clients as usize * CLIENT_DESCRIPTORS as usize,
-    ))
+    Arc::new(Semaphore::new(budget.descriptors()))
 }
 
 /// A service's own limit from its `max_connections`, never above the budget.
