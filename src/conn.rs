@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
-use crate::balancer::{client_hash, Key, Strategy};
 use crate::config::show_duration;
 use crate::connect::{AttemptError, Attempts, Client, Connected};
 use crate::node::{FailureKind, Node, NodeSet, Observation, Source};
@@ -100,14 +99,10 @@ pub fn serve<P: Send>(
         }
         let upstream = service.upstream();
         let settings = &upstream.settings;
-        let key = Key {
-            seed: service.next_pick.fetch_add(1, Ordering::Relaxed),
-            // Only source affinity orders nodes by the client's address.
-            client: match upstream.strategy {
-                Strategy::Source => client_hash(who.addr.ip()),
-                _ => 0,
-            },
-        };
+        let key = upstream.key(
+            service.next_pick.fetch_add(1, Ordering::Relaxed),
+            who.addr.ip(),
+        );
         let mut attempts = Attempts::default();
         loop {
             // The connect phase (retries, DNS, timeouts, the queue) is a larger future than the

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::balancer::{Key, Strategy};
+use crate::balancer::Key;
 use crate::config::NodeAddr;
 use crate::node::{ActiveGuard, DnsError, FailureKind, Node, Observation, Source};
 use crate::upstream::Upstream;
@@ -248,18 +248,9 @@ pub async fn connect(
     let settings = &upstream.settings;
     let timeout = settings.timeouts.connect;
     while attempts.made <= settings.retries {
-        let Some(mut i) = upstream.pick(key, &attempts.tried) else {
+        let Some(i) = upstream.pick_ramped(key, &attempts.tried) else {
             break;
         };
-        // A node in slow start keeps only its rising share of the picks that land on it;
-        // the rest go to the next-best node, if there is one (hashing does not ramp).
-        if upstream.strategy != Strategy::Source && !list[i].ramp.keeps() {
-            let mut passed = attempts.tried.clone();
-            passed.push(i);
-            if let Some(j) = upstream.pick(key, &passed) {
-                i = j;
-            }
-        }
         let node = &list[i];
         // A node that filled up since the pick is skipped without spending an attempt.
         let Some(slot) = node.try_acquire() else {

@@ -106,12 +106,8 @@ impl Udp {
         if let Some(ip) = flow.admitted {
             self.service.admission.left(ip);
         }
-        let m: Vec<u64> = flow
-            .moved
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
         if let Some(opened) = flow.opened {
+            let m = flow.moved.each_ref().map(|c| c.load(Ordering::Relaxed));
             tracing::info!(
                 target: "tierlb::access",
                 service = %self.service.name,

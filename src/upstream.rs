@@ -3,6 +3,7 @@
 //! loads it once per connection (or probe) and so never sees new settings with an old node
 //! set, or the other way round.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,6 +118,18 @@ impl Upstream {
         self.queue
     }
 
+    /// The pick's key for a client at `ip`, `seed` differing from client to client: only
+    /// source affinity orders nodes by the client's address.
+    pub fn key(&self, seed: usize, ip: IpAddr) -> Key {
+        Key {
+            seed,
+            client: match self.strategy {
+                Strategy::Source => balancer::client_hash(ip),
+                _ => 0,
+            },
+        }
+    }
+
     /// The index of the best node to try next for a client with `key`, skipping `tried`.
     pub fn pick(&self, key: Key, tried: &[usize]) -> Option<usize> {
         balancer::pick(
@@ -126,6 +139,19 @@ impl Upstream {
             key,
             tried,
         )
+    }
+
+    /// [`Upstream::pick`], with slow start: a node in slow start keeps only its rising share
+    /// of the picks that land on it; the rest go to the next-best node, if there is one
+    /// (hashing does not ramp).
+    pub fn pick_ramped(&self, key: Key, tried: &[usize]) -> Option<usize> {
+        let i = self.pick(key, tried)?;
+        if self.strategy == Strategy::Source || self.nodes.nodes[i].ramp.keeps() {
+            return Some(i);
+        }
+        let mut passed = tried.to_vec();
+        passed.push(i);
+        Some(self.pick(key, &passed).unwrap_or(i))
     }
 }
 

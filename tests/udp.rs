@@ -142,12 +142,7 @@ async fn two_cluster_instances_share_a_udp_services_verdicts_and_flow_counts() {
     // 10 flows through A: B counts them on each node.
     let mut held = Vec::new();
     for i in 0..10 {
-        let client = UdpClient::new().await;
-        client
-            .ask(a.lb.addr, &format!("a{i}"), REPLY)
-            .await
-            .expect("a reply");
-        held.push(client);
+        held.push(UdpClient::answered(a.lb.addr, &format!("a{i}")).await.0);
     }
     b.wait_status("A's flows counted", WAIT, |s| {
         addrs.iter().all(|n| node(s, *n)["cluster_active"] == 5)
@@ -156,12 +151,7 @@ async fn two_cluster_instances_share_a_udp_services_verdicts_and_flow_counts() {
     // 10 flows through B with n1 already holding 5 more of A's: least flows cluster-wide
     // still splits them evenly, and every instance then counts 10 on each node.
     for i in 0..10 {
-        let client = UdpClient::new().await;
-        client
-            .ask(b.lb.addr, &format!("b{i}"), REPLY)
-            .await
-            .expect("a reply");
-        held.push(client);
+        held.push(UdpClient::answered(b.lb.addr, &format!("b{i}")).await.0);
     }
     a.wait_status("B's flows counted", WAIT, |s| {
         addrs.iter().all(|n| node(s, *n)["cluster_active"] == 10)

@@ -11,7 +11,6 @@ use tokio::net::UdpSocket;
 
 use super::flow::{self, Flow};
 use super::Udp;
-use crate::balancer::{client_hash, Key, Strategy};
 use crate::metrics::UdpDrop;
 use crate::node::{ActiveGuard, FailureKind, Observation, Source};
 
@@ -71,23 +70,9 @@ impl Udp {
     ) -> Option<(ActiveGuard, UdpSocket)> {
         let nodes = &upstream.nodes;
         let list = &nodes.nodes;
-        let key = Key {
-            seed: self.service.next_pick.fetch_add(1, Ordering::Relaxed),
-            client: match upstream.strategy {
-                Strategy::Source => client_hash(ip),
-                _ => 0,
-            },
-        };
+        let key = upstream.key(self.service.next_pick.fetch_add(1, Ordering::Relaxed), ip);
         let mut tried = Vec::new();
-        while let Some(mut i) = upstream.pick(key, &tried) {
-            // Slow start keeps only its rising share, as for TCP (hashing does not ramp).
-            if upstream.strategy != Strategy::Source && !list[i].ramp.keeps() {
-                let mut passed = tried.clone();
-                passed.push(i);
-                if let Some(j) = upstream.pick(key, &passed) {
-                    i = j;
-                }
-            }
+        while let Some(i) = upstream.pick_ramped(key, &tried) {
             tried.push(i);
             let node = &list[i];
             let Some(slot) = node.try_acquire() else {
